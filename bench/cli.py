@@ -1,0 +1,50 @@
+"""`bench` command line: one sub-command per module, each with add_arguments() and main()."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bench import __version__
+from bench.errors import UserError
+
+# name -> (module, one-line help). Each module is imported only when its command is built.
+SUBCOMMANDS = {
+    "run": ("bench.run", "Measure one load point against a server and write a run folder."),
+    "campaign": ("bench.campaign", "Sweep scenarios x load points against a server, resumable."),
+    "report": ("bench.report", "Print comparison tables from a tree of run folders."),
+    "plot": ("bench.plot", "Draw latency/throughput plots next to the run folders."),
+    "import": ("bench.importer", "Import result JSON written by vLLM's benchmark into run folders."),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that sub-command's module is imported (faster start)."""
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only in (None, name):
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    only = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    args = build_parser(only).parse_args(argv)
+    try:
+        return int(args._main(args) or 0)
+    except UserError as e:
+        print(f"bench {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bench {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

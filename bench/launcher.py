@@ -1,0 +1,173 @@
+"""Start a server in the background, wait until it answers, stop it by PID.
+
+Used by the CPU engine recipes and the test fixtures. State lives in `.run/<name>.pid` and
+`.run/<name>.log` under the project folder, so a stop finds exactly the process it started
+(never a `pkill` by name) and a second start says the server is already up.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+RUN_DIR = Path(os.environ.get("BENCH_RUN_DIR", Path(__file__).resolve().parents[1] / ".run"))
+
+
+class LaunchError(Exception):
+    """A start or stop that cannot go on; the message is one sentence for the user."""
+
+
+def pid_file(name: str) -> Path:
+    return RUN_DIR / f"{name}.pid"
+
+
+def log_file(name: str) -> Path:
+    return RUN_DIR / f"{name}.log"
+
+
+def running_pid(name: str) -> int | None:
+    """PID from the pid file if that process is still alive, else None (stale files removed)."""
+    path = pid_file(name)
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        path.unlink(missing_ok=True)
+        return None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+            return False
+        except OSError:
+            return True
+
+
+def _raise_fd_limit() -> None:
+    # Engines open one socket per stream; a soft limit of 1024 fails at high concurrency.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start(name: str, command: list[str], host: str, port: int, timeout: float,
+          ready_path: str = "/health") -> int:
+    """Launch `command` detached, wait until http://host:port<ready_path> answers 200."""
+    pid = running_pid(name)
+    if pid is not None:
+        raise LaunchError(f"{name} is already running (pid {pid}); stop it first with the matching stop recipe")
+    if port_in_use(host, port):
+        raise LaunchError(f"port {port} on {host} is already in use by another program; choose another port")
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    print("+ " + shlex.join(command), file=sys.stderr, flush=True)
+    with open(log_file(name), "ab") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=_raise_fd_limit)
+    pid_file(name).write_text(f"{proc.pid}\n")
+    url = f"http://{host}:{port}{ready_path}"
+    deadline = time.monotonic() + timeout
+    while not _answers(url):
+        if proc.poll() is not None:
+            pid_file(name).unlink(missing_ok=True)
+            raise LaunchError(f"{name} exited during start-up with status {proc.returncode}; "
+                              f"its log is {log_file(name)}:\n{_tail(log_file(name))}")
+        if time.monotonic() > deadline:
+            stop(name)
+            raise LaunchError(f"{name} did not answer {url} within {timeout:.0f} s; see {log_file(name)}")
+        time.sleep(0.5)  # polling a readiness endpoint, not synchronising on time
+    print(f"{name} ready on http://{host}:{port} (pid {proc.pid}, log {log_file(name)})", file=sys.stderr)
+    return proc.pid
+
+
+def stop(name: str, grace: float = 30.0) -> int:
+    """SIGTERM the process group from the pid file, SIGKILL after `grace` seconds."""
+    pid = running_pid(name)
+    if pid is None:
+        raise LaunchError(f"{name} is not running (no live process in {pid_file(name)})")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive_group(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive_group(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    pid_file(name).unlink(missing_ok=True)
+    print(f"{name} stopped (pid {pid})", file=sys.stderr)
+    return pid
+
+
+def _alive_group(pgid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)  # reap the leader if it is our own child, or it lingers as a zombie
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.launcher", description=__doc__)
+    sub = p.add_subparsers(dest="action", required=True)
+    s = sub.add_parser("start", help="Start a server command in the background and wait for readiness.")
+    s.add_argument("--name", required=True, help="Name for the pid and log files, e.g. cpu-engine-8000.")
+    s.add_argument("--host", default="127.0.0.1", help="Address the server listens on.")
+    s.add_argument("--port", type=int, required=True, help="Port the server listens on.")
+    s.add_argument("--timeout", type=float, default=300, help="Seconds to wait for readiness.")
+    s.add_argument("--ready-path", default="/health", help="Path that answers 200 once ready.")
+    s.add_argument("--engine", help="Engine name recorded for bench run's manifest.")
+    s.add_argument("--label", help="Engine label recorded for bench run's manifest.")
+    s.add_argument("--version", help="Engine version recorded for bench run's manifest.")
+    s.add_argument("command", nargs=argparse.REMAINDER, help="The server command, after --.")
+    t = sub.add_parser("stop", help="Stop a server started with `start`, by its pid file.")
+    t.add_argument("--name", required=True, help="The name given to `start`.")
+    args = p.parse_args(argv)
+    try:
+        if args.action == "start":
+            command = args.command[1:] if args.command[:1] == ["--"] else args.command
+            if not command:
+                raise LaunchError("no server command given after --")
+            start(args.name, command, args.host, args.port, args.timeout, args.ready_path)
+            if args.engine:
+                from bench import serverinfo
+                serverinfo.write(port=args.port, engine=args.engine, label=args.label or args.engine,
+                                 version=args.version, model=None, gpus=0, command=shlex.join(command))
+        else:
+            stop(args.name)
+    except LaunchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
