@@ -1,0 +1,49 @@
+"""The optional load transport: the official `openai` SDK, as an application would see it.
+
+Slower per chunk than the raw transport (its parsed objects cost client CPU that shows up
+as latency at high concurrency), so it is for cross-checking, not the default.
+"""
+from __future__ import annotations
+
+import asyncio
+from time import perf_counter
+
+from bench.records import Record
+from bench.stream import StreamParser
+
+
+class OpenAITransport:
+    name = "openai"
+    count = None  # tokenizer-based counter for chunks without per-chunk usage (set by the runner)
+
+    def __init__(self, base_url: str, api: str, api_key: str, timeout: float | None):
+        import openai
+
+        self.api = api
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none",
+                                         max_retries=0, timeout=timeout)
+        self.errors = (openai.APIError,)
+
+    async def send(self, body: dict, request_id: str, rec: Record) -> float:
+        body = dict(body)
+        known = {"model", "prompt", "messages", "max_tokens", "stream", "stream_options", "temperature"}
+        extra = {k: body.pop(k) for k in list(body) if k not in known}
+        create = self.client.chat.completions.create if self.api == "chat" else self.client.completions.create
+        parser = StreamParser(self.api)
+        rec.sent = perf_counter()
+        try:
+            stream = await create(**body, extra_body=extra, extra_headers={"X-Request-Id": request_id})
+            parser.status = 200
+            async for chunk in stream:
+                parser.event(chunk.model_dump(exclude_unset=True), perf_counter())
+            parser.finished = True
+        except self.errors as e:
+            parser.status = getattr(e, "status_code", 0) or 0
+            parser.finished = True
+            parser._fail("http_4xx" if 400 <= parser.status < 500 else "http_5xx" if parser.status else "connection",
+                         str(e))
+        parser.fill(rec, self.count)
+        return perf_counter()
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,97 @@
+"""Control plane: ask the server what it serves, with the `openai` SDK, before any load.
+
+Turns the usual failures (nothing listening, wrong key, wrong model name) into one sentence,
+and measures how many prompt tokens the server adds on its own (BOS, chat template) so the
+workload can ask for exactly the requested input length.
+"""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from bench.errors import UserError
+
+PROBE_WORDS = 16
+
+
+@dataclass
+class ServerInfo:
+    base_url: str
+    model: str
+    models: list[str]
+    max_model_len: int | None
+    root: str | None              # the model path the server loaded, when it says (vLLM does)
+    version: str | None
+    system_fingerprint: str | None = None
+
+
+def _client(base_url: str, api_key: str | None):
+    import openai
+
+    return openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=30)
+
+
+def _explain(e: Exception, base_url: str, model: str | None = None) -> UserError:
+    import openai
+
+    if isinstance(e, openai.APIConnectionError):
+        return UserError(f"no server answers at {base_url}; start one (e.g. `just cpu-serve`) or fix --base-url")
+    if isinstance(e, openai.AuthenticationError):
+        return UserError(f"the server at {base_url} refused the API key; set OPENAI_API_KEY")
+    if isinstance(e, openai.NotFoundError):
+        return UserError(f"the server at {base_url} has no model {model!r} or no such endpoint; check --model and --base-url")
+    if isinstance(e, openai.APIStatusError):
+        return UserError(f"the server at {base_url} answered HTTP {e.status_code}: {e.message}")
+    return UserError(f"talking to {base_url} failed: {e}")
+
+
+def discover(base_url: str, model: str | None, api_key: str | None) -> ServerInfo:
+    """List the served models; check `model` is one of them (default: the first)."""
+    try:
+        data = _client(base_url, api_key).models.list().data
+    except Exception as e:
+        raise _explain(e, base_url) from None
+    ids = [m.id for m in data]
+    if not ids:
+        raise UserError(f"the server at {base_url} serves no model")
+    model = model or ids[0]
+    if model not in ids:
+        raise UserError(f"the server at {base_url} does not serve {model!r}; it serves: {', '.join(ids)}")
+    entry = (data[ids.index(model)].model_extra or {})
+    return ServerInfo(base_url, model, ids, entry.get("max_model_len"), entry.get("root"), _version(base_url))
+
+
+def _version(base_url: str) -> str | None:
+    """The engine's /version (vLLM, TRT-LLM) or /server_info (SGLang), if it has one."""
+    u = urlsplit(base_url)
+    for path in ("/version", "/server_info"):
+        try:
+            with urllib.request.urlopen(f"{u.scheme}://{u.netloc}{path}", timeout=5) as r:
+                obj = json.loads(r.read())
+                v = obj.get("version") if isinstance(obj, dict) else None
+                if v:
+                    return str(v)
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+    return None
+
+
+def prompt_overhead(info: ServerInfo, api: str, probe_text: str, api_key: str | None,
+                    extra_body: dict) -> int:
+    """Tokens the server counts beyond our own `PROBE_WORDS`-token probe text."""
+    client = _client(info.base_url, api_key)
+    try:
+        if api == "chat":
+            r = client.chat.completions.create(model=info.model, max_tokens=1, extra_body=extra_body,
+                                               messages=[{"role": "user", "content": probe_text}])
+        else:
+            r = client.completions.create(model=info.model, prompt=probe_text, max_tokens=1, extra_body=extra_body)
+    except Exception as e:
+        raise _explain(e, info.base_url, info.model) from None
+    info.system_fingerprint = getattr(r, "system_fingerprint", None)
+    if r.usage is None:
+        return 0  # the server does not report usage; nothing to compensate against
+    return r.usage.prompt_tokens - PROBE_WORDS

@@ -1,0 +1,148 @@
+"""Drive prompts through a transport on a schedule, appending one record per request.
+
+Phases: warm-up (records marked warmup, left out of the statistics), then measure. Both use
+the same machinery: `cap` workers share one ordered list of requests; a worker waits for
+its request's arrival time (open loop) and sends it the moment it is both due and free, so
+`scheduled` = max(arrival, when the worker's slot freed) and sent - scheduled is the
+client's own lag. Closed loop is the same with every arrival at the start of the phase.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from dataclasses import dataclass, field
+from time import perf_counter
+
+from bench.records import Record, RecordWriter
+from bench.workload import Prompt
+
+_TIMES = ("scheduled", "sent", "first", "last")
+
+
+@dataclass
+class Load:
+    concurrency: int | None       # most requests in flight; None = unbounded (open loop only)
+    rate: float | None            # requests/s for open loop; None = closed loop
+    arrivals: list[float] | None  # offsets (s) of each measured request, from schedule.arrival_times
+    duration: float | None        # stop sending new requests after this many seconds
+    timeout: float | None         # give up on one request after this many seconds
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    started: float = field(default_factory=perf_counter)
+
+    def line(self) -> str:
+        width = 30
+        filled = int(width * self.done / max(1, self.total))
+        return (f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} done, "
+                f"{self.failed} failed, {self.in_flight} in flight, {perf_counter() - self.started:.1f} s")
+
+
+class Runner:
+    def __init__(self, transport, writer: RecordWriter, make_body, t0: float, show_progress: bool):
+        self.transport = transport
+        self.writer = writer
+        self.make_body = make_body    # Prompt -> request body dict
+        self.t0 = t0
+        self.run_id = uuid.uuid4().hex[:8]
+        self.show_progress = show_progress
+        self.progress = Progress(0)
+        self.stopping = False
+        self.id_base = 0  # ids continue from the warm-up phase into the measured one
+        self.tasks: list[asyncio.Task] = []
+
+    # -- one request ---------------------------------------------------------------------
+    async def one(self, rid: int, prompt: Prompt, scheduled: float, warmup: bool, timeout: float | None) -> float:
+        rec = Record(id=rid, warmup=warmup, scheduled=scheduled, sent=0.0,
+                     input_len=prompt.input_len, output_len=prompt.output_len)
+        self.progress.in_flight += 1
+        try:
+            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for on 3.11
+                end = await self.transport.send(self.make_body(prompt), f"bench-{self.run_id}-{rec.id}", rec)
+        except TimeoutError:
+            end = self._failed(rec, "timeout", f"no complete response within {timeout:g} s")
+        except asyncio.CancelledError:
+            self._failed(rec, "interrupted", "the run was interrupted before this request finished")
+            self._write(rec)
+            raise
+        except (OSError, ConnectionError) as e:
+            end = self._failed(rec, "connection", f"{type(e).__name__}: {e}")
+        # Written in a later callback so that this worker's next request goes out first.
+        asyncio.get_running_loop().call_soon(self._write, rec)
+        return end
+
+    def _failed(self, rec: Record, kind: str, message: str) -> float:
+        now = perf_counter()
+        rec.sent = rec.sent or now
+        rec.error_kind, rec.error = kind, message
+        return now
+
+    def _write(self, rec: Record) -> None:
+        t0 = self.t0
+        for name in _TIMES:
+            v = getattr(rec, name)
+            if v is not None:
+                setattr(rec, name, round(v - t0, 7))
+        rec.chunk_times = [round(t - t0, 7) for t in rec.chunk_times]
+        self.writer.write(rec)
+        p = self.progress
+        p.in_flight -= 1
+        p.done += 1
+        p.failed += bool(rec.error)
+
+    # -- one phase -----------------------------------------------------------------------
+    async def phase(self, prompts: list[Prompt], load: Load, warmup: bool) -> None:
+        start = perf_counter()
+        arrivals = None if warmup else load.arrivals
+        deadline = start + load.duration if (load.duration and not warmup) else None
+        cap = load.concurrency or len(prompts)
+        order = iter(range(len(prompts)))
+
+        async def worker() -> None:
+            free = start
+            for k in order:
+                due = start + (arrivals[k] if arrivals else 0.0)
+                if self.stopping or (deadline is not None and due > deadline):
+                    return
+                delay = due - perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                free = await self.one(self.id_base + k, prompts[k], max(due, free), warmup, load.timeout)
+
+        self.tasks = [asyncio.ensure_future(worker()) for _ in range(min(cap, len(prompts)))]
+        ticker = asyncio.ensure_future(self._tick()) if self.show_progress else None
+        try:
+            await asyncio.gather(*self.tasks)
+        finally:
+            self.id_base += len(prompts)
+            if ticker:
+                ticker.cancel()
+                print(self.progress.line(), file=sys.stderr)
+
+    async def run(self, warmup_prompts: list[Prompt], prompts: list[Prompt], load: Load) -> tuple[float, float]:
+        """Warm up, then measure; returns the measured phase's (start, end) on the perf_counter clock."""
+        if warmup_prompts:
+            self.progress = Progress(len(warmup_prompts))
+            await self.phase(warmup_prompts, Load(load.concurrency or len(warmup_prompts), None, None, None,
+                                                  load.timeout), warmup=True)
+        self.progress = Progress(len(prompts))
+        start = perf_counter()
+        await self.phase(prompts, load, warmup=False)
+        return start, perf_counter()
+
+    def interrupt(self) -> None:
+        """Stop sending; cancel what is in flight (each still leaves its record)."""
+        self.stopping = True
+        for task in self.tasks:
+            task.cancel()
+
+    async def _tick(self) -> None:
+        while True:
+            print(self.progress.line(), end="", file=sys.stderr, flush=True)
+            await asyncio.sleep(0.5)

@@ -1,0 +1,202 @@
+"""Incremental parser: HTTP/1.1 response -> chunked body -> SSE events -> OpenAI chunks.
+
+Pure and synchronous: fed raw bytes with their arrival time, it keeps what a Record needs
+(chunk arrival times, tokens per chunk, usage, status, error). A "content chunk" is an
+event that advances the server's completion-token count (with continuous usage stats), or,
+when the server sends no per-chunk usage, one that carries non-empty generated text.
+"""
+from __future__ import annotations
+
+import orjson
+
+from bench.records import Record
+
+
+class StreamParser:
+    def __init__(self, api: str):
+        self.chat = api == "chat"
+        self.buf = b""           # unparsed HTTP bytes (head, or chunked framing)
+        self.sse = b""           # body bytes not yet cut into SSE events
+        self.status = 0
+        self.head_done = False
+        self.chunked = False
+        self.remaining = -1      # bytes left in the current HTTP chunk or Content-Length body
+        self.until_close = False
+        self.keep_alive = True
+        self.finished = False
+        self.body_error = b""    # body of a non-200 response
+        self.times: list[float] = []
+        self.tokens: list[int | None] = []
+        self.texts: list[str] = []  # kept only for chunks whose token count is unknown
+        self.seen_tokens = 0
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.error = ""
+        self.error_kind = ""
+
+    # -- HTTP framing ---------------------------------------------------------------------
+    def feed(self, data: bytes, t: float) -> None:
+        self.buf += data
+        if not self.head_done and not self._head():
+            return
+        if self.chunked:
+            self._chunks(t)
+        else:
+            body, self.buf = self.buf, b""
+            if self.remaining >= 0:
+                self.remaining -= len(body)
+                self.finished = self.remaining <= 0
+            self._body(body, t)
+        if self.finished and self.sse.strip():
+            self._events(t, final=True)
+
+    def _head(self) -> bool:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        lines = self.buf[:end].decode("latin-1").split("\r\n")
+        self.buf = self.buf[end + 4:]
+        self.head_done = True
+        parts = lines[0].split(" ", 2)
+        self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        headers = {k.strip().lower(): v.strip().lower() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        self.chunked = "chunked" in headers.get("transfer-encoding", "")
+        self.keep_alive = headers.get("connection", "") != "close" and parts[0] == "HTTP/1.1"
+        if not self.chunked:
+            if "content-length" in headers:
+                self.remaining = int(headers["content-length"])
+                self.finished = self.remaining == 0
+            else:
+                self.until_close, self.keep_alive = True, False
+        return True
+
+    def _chunks(self, t: float) -> None:
+        buf, pieces = self.buf, []
+        while True:
+            if self.remaining > 0:
+                piece = buf[:self.remaining]
+                pieces.append(piece)
+                buf = buf[len(piece):]
+                self.remaining -= len(piece)
+                if self.remaining:
+                    break
+                self.remaining = -2  # expect the CRLF that closes a chunk
+            if self.remaining == -2:
+                if len(buf) < 2:
+                    break
+                buf, self.remaining = buf[2:], -1
+            nl = buf.find(b"\r\n")
+            if nl < 0:
+                break
+            size = int(buf[:nl].split(b";")[0], 16)
+            buf = buf[nl + 2:]
+            if size == 0:
+                self.finished = True  # trailers, if any, are ignored
+                buf = b""
+                break
+            self.remaining = size
+        self.buf = buf
+        self._body(b"".join(pieces), t)
+
+    def _body(self, body: bytes, t: float) -> None:
+        if not body:
+            return
+        if self.status != 200:
+            self.body_error += body
+            return
+        self.sse += body
+        self._events(t)
+
+    # -- SSE and OpenAI chunks -----------------------------------------------------------
+    def _events(self, t: float, final: bool = False) -> None:
+        sse = self.sse.replace(b"\r\n", b"\n") if b"\r" in self.sse else self.sse
+        *events, rest = sse.split(b"\n\n")
+        if final:
+            events, rest = events + [rest], b""
+        self.sse = rest
+        for event in events:
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:"):
+                    self._chunk(line[5:].strip(), t)
+
+    def _chunk(self, data: bytes, t: float) -> None:
+        if not data or data == b"[DONE]":
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self._fail("bad_stream", f"unparseable stream event: {data[:120]!r}")
+            return
+        self.event(obj, t)
+
+    def event(self, obj, t: float) -> None:
+        """Take one decoded stream chunk (a dict) that arrived at time t."""
+        if not isinstance(obj, dict):
+            return
+        if obj.get("error") or obj.get("object") == "error" or obj.get("object") == "error":
+            err = obj.get("error", obj)
+            self._fail("stream_error", str(err.get("message", err) if isinstance(err, dict) else err))
+            return
+        choices = obj.get("choices") or []
+        usage = obj.get("usage")
+        text = ""
+        if choices:
+            c = choices[0]
+            text = ((c.get("delta") or {}).get("content") or "") if self.chat else (c.get("text") or "")
+        if usage:
+            self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
+            done = usage.get("completion_tokens")
+            if done is not None:
+                self.completion_tokens = done
+                if choices and done > self.seen_tokens:
+                    self.times.append(t)
+                    self.tokens.append(done - self.seen_tokens)
+                    self.texts.append("")
+                    self.seen_tokens = done
+                return
+        if choices and text:
+            self.times.append(t)
+            self.tokens.append(None)
+            self.texts.append(text)
+
+    def _fail(self, kind: str, message: str) -> None:
+        if not self.error:
+            self.error_kind, self.error = kind, message.replace("\n", " ")[:500]
+
+    # -- result ------------------------------------------------------------------------
+    def fill(self, rec: Record, count=None) -> None:
+        """Copy what was parsed into `rec` (times still absolute perf_counter values).
+
+        Chunks without per-chunk usage get their token count from `count(text)` (the
+        tokenizer) or 1; when the server sent no usage at all, the total is that sum and the
+        record says the tokens were counted.
+        """
+        rec.status = self.status
+        rec.chunk_times = self.times
+        rec.chunk_tokens = [k if k is not None else max(1, count(x)) if count else 1
+                            for k, x in zip(self.tokens, self.texts)]
+        if self.completion_tokens is None and self.times:
+            self.completion_tokens = sum(rec.chunk_tokens)
+            rec.usage_source = "counted"
+        rec.first = self.times[0] if self.times else None
+        rec.last = self.times[-1] if self.times else None
+        rec.prompt_tokens = self.prompt_tokens
+        rec.completion_tokens = self.completion_tokens
+        if self.status and self.status != 200:
+            kind = "http_4xx" if 400 <= self.status < 500 else "http_5xx" if self.status >= 500 else "http_other"
+            self._fail(kind, f"HTTP {self.status}: {_error_text(self.body_error)}")
+        elif not self.finished:
+            self._fail("incomplete", "the response ended before the stream finished")
+        elif not self.times and not self.error:
+            self._fail("no_output", "the stream carried no generated text")
+        rec.error, rec.error_kind = self.error, self.error_kind
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        obj = orjson.loads(body)
+        err = obj.get("error", obj) if isinstance(obj, dict) else obj
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        return str(msg)[:300]
+    except orjson.JSONDecodeError:
+        return body[:300].decode("utf-8", "replace")
