@@ -36,6 +36,8 @@ class StreamParser:
 
     # -- HTTP framing ---------------------------------------------------------------------
     def feed(self, data: bytes, t: float) -> None:
+        if self.finished:
+            return  # the final CRLF or trailers after the last chunk
         self.buf += data
         if not self.head_done and not self._head():
             return

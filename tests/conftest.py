@@ -1,0 +1,45 @@
+"""Shared fixtures: real servers on 127.0.0.1, started here and stopped by PID."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+JUST = str(ROOT / ".venv" / "bin" / "just")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def just(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a recipe from the project's justfile, capturing its output."""
+    return subprocess.run([JUST, "--justfile", str(ROOT / "justfile"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def process_group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def cpu_engine():
+    """The embedded CPU engine, started with `just cpu-serve` on a free port for the session."""
+    port = free_port()
+    started = just("cpu-serve", f"port={port}")
+    assert started.returncode == 0, f"cpu-serve failed:\n{started.stdout}\n{started.stderr}"
+    pid = int((ROOT / ".run" / f"cpu-engine-{port}.pid").read_text())
+    yield {"port": port, "base_url": f"http://127.0.0.1:{port}/v1", "pid": pid}
+    stopped = just("cpu-stop", f"port={port}")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not process_group_alive(pid), "the CPU engine left a process behind"

@@ -1,0 +1,68 @@
+"""The embedded engine end to end: real vLLM CPU build, streamed usage, clean start/stop."""
+from __future__ import annotations
+
+import socket
+
+import openai
+import pytest
+
+from conftest import free_port, just
+
+pytestmark = pytest.mark.slow
+
+
+def client(engine) -> openai.OpenAI:
+    return openai.OpenAI(base_url=engine["base_url"], api_key="none", max_retries=0)
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_stream_reports_exact_usage(cpu_engine, api):
+    c = client(cpu_engine)
+    common = dict(model="tiny-llama", max_tokens=23, stream=True,
+                  stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+    if api == "chat":
+        stream = c.chat.completions.create(messages=[{"role": "user", "content": " alpha beta"}], **common)
+    else:
+        stream = c.completions.create(prompt=" alpha beta gamma", **common)
+    chunks = list(stream)
+    usage = chunks[-1].usage
+    assert usage is not None, "no usage chunk although include_usage was asked"
+    assert usage.completion_tokens == 23  # ignore_eos forces exactly max_tokens
+    if api == "completions":
+        assert usage.prompt_tokens == 3  # three single-token words, no BOS added
+    else:
+        assert usage.prompt_tokens > 3  # the chat template adds its own tokens
+    assert sum(1 for ch in chunks if ch.choices) >= 2
+
+
+def test_second_start_is_refused(cpu_engine):
+    r = just("cpu-serve", f"port={cpu_engine['port']}")
+    assert r.returncode != 0
+    assert "already running" in r.stderr
+
+
+def test_stop_without_engine_is_one_sentence():
+    r = just("cpu-stop", f"port={free_port()}")
+    assert r.returncode != 0
+    assert "is not running" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_busy_port_is_refused():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = just("cpu-serve", f"port={port}")
+    assert r.returncode != 0
+    assert f"port {port}" in r.stderr and "already in use" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_just_list_is_a_table_of_contents():
+    r = just("--list")
+    assert r.returncode == 0
+    assert "[cpu engine]" in r.stdout
+    for line in r.stdout.splitlines()[1:]:
+        if line.strip() and not line.strip().startswith("["):
+            assert "#" in line, f"recipe without a doc comment: {line}"

@@ -1,0 +1,79 @@
+"""The response parser on hand-made bytes, cut at every possible boundary."""
+import json
+
+from bench.records import Record
+from bench.stream import StreamParser
+
+
+def sse(obj) -> bytes:
+    return b"data: " + (obj if isinstance(obj, bytes) else json.dumps(obj).encode()) + b"\n\n"
+
+
+def chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def completion(text, done, prompt=5):
+    return {"choices": [{"index": 0, "text": text}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": done}}
+
+
+EVENTS = [completion("a", 1), completion("bc", 3), completion("", 3), completion("d", 4),
+          {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4}}, b"[DONE]"]
+BODY = HEAD + chunked(*(sse(e) for e in EVENTS))
+
+
+def parse(data: bytes, cut: int | None = None, api="completions") -> tuple[StreamParser, Record]:
+    p = StreamParser(api)
+    if cut is None:
+        p.feed(data, 1.0)
+    else:
+        p.feed(data[:cut], 1.0)
+        p.feed(data[cut:], 2.0)
+    rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    p.fill(rec)
+    return p, rec
+
+
+def test_every_cut_gives_the_same_chunks_and_tokens():
+    for cut in range(len(BODY) + 1):
+        p, rec = parse(BODY, cut)
+        assert p.finished, cut
+        assert rec.chunk_tokens == [1, 2, 1], cut  # the empty-text, no-token event is not a chunk
+        assert (rec.prompt_tokens, rec.completion_tokens, rec.error) == (5, 4, ""), cut
+
+
+def test_arrival_time_is_that_of_the_bytes_that_complete_the_event():
+    first_event_end = BODY.index(b"\n\n", len(HEAD)) + 2
+    _, rec = parse(BODY, first_event_end - 1)
+    assert rec.chunk_times[0] == 2.0
+    _, rec = parse(BODY, first_event_end + 2)
+    assert rec.chunk_times[0] == 1.0
+
+
+def test_chat_role_chunk_is_not_content_and_tokens_fall_back_to_counting():
+    events = [{"choices": [{"delta": {"role": "assistant", "content": ""}}]},
+              {"choices": [{"delta": {"content": "xy"}}]}, {"choices": [{"delta": {"content": "z"}}]}]
+    p = StreamParser("chat")
+    p.feed(HEAD + chunked(*(sse(e) for e in events), sse(b"[DONE]")), 3.0)
+    rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    p.fill(rec, count=len)
+    assert rec.chunk_tokens == [2, 1]
+    assert rec.completion_tokens == 3 and rec.usage_source == "counted"
+
+
+def test_http_error_keeps_status_and_message():
+    body = json.dumps({"error": {"message": "model not found"}}).encode()
+    data = b"HTTP/1.1 404 Not Found\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    p, rec = parse(data)
+    assert rec.status == 404 and rec.error_kind == "http_4xx"
+    assert "model not found" in rec.error
+
+
+def test_error_event_mid_stream_is_recorded():
+    data = HEAD + chunked(sse(completion("a", 1)), sse({"error": {"message": "engine died"}}))
+    _, rec = parse(data)
+    assert rec.error_kind == "stream_error" and "engine died" in rec.error
