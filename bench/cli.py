@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     only = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     args = build_parser(only).parse_args(argv)
+    args.argv = ["bench", *argv]  # what was asked, for the manifest (also when called in-process)
     try:
         return int(args._main(args) or 0)
     except UserError as e:

@@ -8,7 +8,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -100,6 +99,3 @@ def write(path: Path, manifest: dict) -> None:
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(path)
 
-
-def command_line() -> list[str]:
-    return [Path(sys.argv[0]).name, *sys.argv[1:]]

@@ -168,7 +168,7 @@ def main(args) -> int:
     arrivals = schedule.arrival_times(len(prompts), args.rate, args.burstiness, args.seed) if args.rate else None
     load = Load(args.concurrency, args.rate, arrivals, args.duration, args.request_timeout)
     man = manifest.build(
-        manifest.command_line(), t0,
+        args.argv, t0,
         server={"base_url": args.base_url, "model": info.model, "version": info.version,
                 "system_fingerprint": info.system_fingerprint, "engine": served.get("engine"),
                 "label": label, "serve_command": served.get("command")},

@@ -36,10 +36,10 @@ def process_group_alive(pid: int) -> bool:
 def cpu_engine():
     """The embedded CPU engine, started with `just cpu-serve` on a free port for the session."""
     port = free_port()
-    started = just("cpu-serve", f"port={port}")
+    started = just("cpu-serve", str(port))
     assert started.returncode == 0, f"cpu-serve failed:\n{started.stdout}\n{started.stderr}"
     pid = int((ROOT / ".run" / f"cpu-engine-{port}.pid").read_text())
     yield {"port": port, "base_url": f"http://127.0.0.1:{port}/v1", "pid": pid}
-    stopped = just("cpu-stop", f"port={port}")
+    stopped = just("cpu-stop", str(port))
     assert stopped.returncode == 0, stopped.stderr
     assert not process_group_alive(pid), "the CPU engine left a process behind"

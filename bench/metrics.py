@@ -1,0 +1,218 @@
+"""Records in, numbers out: the summary of one load point.
+
+Definitions (the README repeats them word for word):
+
+- Measured requests: every record with `warmup` false; warm-up requests are left out of everything.
+  A request succeeded when its `error` is empty; `completed` counts those, `failed` the rest.
+- Window: first `sent` to last completion (`last`, else `first`, else `sent`) over measured
+  requests, unless the caller gives `duration` (an import keeps the original run's duration).
+- TTFT: `first - sent`. E2EL: `last - sent`. Both also from `scheduled` instead of `sent`
+  (`*_ttft_from_scheduled_ms`, `*_e2el_from_scheduled_ms`) so a client that sends late shows.
+- Output tokens: `completion_tokens` (the server's usage, or counted by the client when the server
+  sent none, see `usage_source`). Input tokens: `prompt_tokens`, else the requested `input_len`.
+- TPOT, per request with more than one output token: `(E2EL - TTFT) / (output_tokens - 1)`;
+  the statistics are over requests, as in vLLM.
+- ITL: the gaps between consecutive content chunks (`chunk_times`), pooled over requests.
+  Token ITL: each gap divided by the token count k of the chunk that ends it, counted once per
+  token, so a k-token chunk adds k values of gap/k; `multi_token_chunks` says how many chunks
+  had k > 1. Token ITL is null when any request lacks per-chunk token counts.
+- Interactivity (tok/s/user): 1 / TPOT per request, reported as a distribution.
+- Send lag: `sent - scheduled` over all measured requests.
+- Throughputs over the window: `request_throughput` (completed/s), `output_throughput`
+  (output tok/s), `total_token_throughput` (input + output tok/s); `*_per_gpu` divides by the GPU
+  count when known. `request_goodput`: completed requests meeting every SLO given (ms, for ttft,
+  tpot, e2el; a one-token request counts TPOT 0), per second.
+- Statistics: mean, median, std (population, as numpy and vLLM), and percentiles by numpy's
+  linear interpolation, as vLLM; keys `<stat>_<metric>_ms` in vLLM's spelling (`p99_ttft_ms`).
+  A statistic over no values is null.
+- Length checks: `input_len_mismatches` counts successful requests whose server-reported prompt
+  tokens differ from the requested input length; `output_len_mismatches` the same for output.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+from bench.errors import UserError
+from bench.records import Record
+
+PERCENTILES = (50, 90, 95, 99)
+INTERACTIVITY_PERCENTILES = (1, 5, 10, 50, 90, 99)  # the low tail is the slow users
+SLO_NAMES = ("ttft", "tpot", "e2el")
+
+
+def _stats(name: str, values: list[float], scale: float = 1000.0, unit: str = "ms",
+           percentiles: Iterable[float] = PERCENTILES) -> dict:
+    """mean/median/std/pNN of `values` (seconds unless scale says otherwise), vLLM's key names."""
+    import numpy as np
+
+    keys = ["mean", "median", "std"] + [f"p{p:g}" for p in percentiles]
+    if not values:
+        return {f"{k}_{name}_{unit}": None for k in keys}
+    a = np.asarray(values, dtype=float) * scale
+    out = {f"mean_{name}_{unit}": float(np.mean(a)), f"median_{name}_{unit}": float(np.median(a)),
+           f"std_{name}_{unit}": float(np.std(a))}
+    for p in percentiles:
+        out[f"p{p:g}_{name}_{unit}"] = float(np.percentile(a, p))
+    return out
+
+
+def output_tokens(r: Record) -> int:
+    """Server usage (or the client's count); without either, the chunk token counts."""
+    if r.completion_tokens is not None:
+        return r.completion_tokens
+    return sum(r.chunk_tokens) if r.chunk_tokens else len(r.chunk_times)
+
+
+def _end(r: Record) -> float:
+    for t in (r.last, r.first):
+        if t is not None:
+            return t
+    return r.sent
+
+
+def _tpot(r: Record) -> float | None:
+    n = output_tokens(r)
+    if r.first is None or n <= 1:
+        return None
+    return (_end(r) - r.first) / (n - 1)
+
+
+def summarise(records: Iterable[Record], *, duration: float | None = None,
+              gpu_count: int | None = None, goodput_slo: dict | None = None) -> dict:
+    """The summary.json of one load point; see the module docstring for every definition."""
+    all_recs = list(records)
+    recs = [r for r in all_recs if not r.warmup]
+    ok = [r for r in recs if r.ok]
+    timed = [r for r in ok if r.first is not None]
+
+    # Window and totals
+    if duration is None:
+        duration = (max(_end(r) for r in recs) - min(r.sent for r in recs)) if recs else 0.0
+    out_tokens = sum(output_tokens(r) for r in ok)
+    in_tokens = sum((r.prompt_tokens if r.prompt_tokens is not None else r.input_len or 0)
+                    for r in ok)
+
+    def per_s(x: float) -> float | None:
+        return x / duration if duration > 0 else None
+
+    s: dict = {
+        "duration": duration,
+        "completed": len(ok),
+        "failed": len(recs) - len(ok),
+        "warmup_excluded": len(all_recs) - len(recs),
+        "total_input_tokens": in_tokens,
+        "total_output_tokens": out_tokens,
+        "request_throughput": per_s(len(ok)),
+        "output_throughput": per_s(out_tokens),
+        "total_token_throughput": per_s(in_tokens + out_tokens),
+    }
+
+    # Latencies, as vLLM computes them
+    ttfts = [r.first - r.sent for r in timed]
+    e2els = [_end(r) - r.sent for r in timed]
+    tpots = [t for t in (_tpot(r) for r in timed) if t is not None]
+    itls: list[float] = []
+    token_itls: list[float] = []
+    chunks = multi = max_k = no_counts = 0
+    for r in timed:
+        gaps = [b - a for a, b in zip(r.chunk_times, r.chunk_times[1:])]
+        itls += gaps
+        chunks += len(r.chunk_times)
+        if len(r.chunk_tokens) != len(r.chunk_times):
+            no_counts += 1  # token counts unknown: no token ITL from this request
+            continue
+        multi += sum(1 for k in r.chunk_tokens if k > 1)
+        max_k = max([max_k, *r.chunk_tokens])
+        for gap, k in zip(gaps, r.chunk_tokens[1:]):
+            token_itls += [gap / k] * k if k > 0 else []
+    if no_counts:
+        token_itls = []  # a subset of requests would bias it: null rather than misleading
+    for name, values in (("ttft", ttfts), ("tpot", tpots), ("itl", itls), ("e2el", e2els),
+                         ("token_itl", token_itls)):
+        s.update(_stats(name, values))
+    s.update({"total_chunks": chunks, "multi_token_chunks": multi, "max_chunk_tokens": max_k,
+              "requests_without_chunk_tokens": no_counts})
+    s.update(_stats("interactivity", [1.0 / t for t in tpots if t > 0], scale=1.0,
+                    unit="tok_s_user", percentiles=INTERACTIVITY_PERCENTILES))
+
+    # Client honesty: latencies from the schedule, and how late sends were
+    s.update(_stats("ttft_from_scheduled", [r.first - r.scheduled for r in timed]))
+    s.update(_stats("e2el_from_scheduled", [_end(r) - r.scheduled for r in timed]))
+    lags = [r.sent - r.scheduled for r in recs]
+    s.update(_stats("send_lag", lags))
+    s["max_send_lag_ms"] = max(lags) * 1000 if lags else None
+
+    # Errors, token accounting
+    s["errors_by_kind"] = dict(Counter(r.error_kind or "other" for r in recs if not r.ok))
+    s["input_len_mismatches"] = sum(1 for r in ok if r.prompt_tokens is not None
+                                    and r.input_len is not None and r.prompt_tokens != r.input_len)
+    s["output_len_mismatches"] = sum(1 for r in ok if r.output_len is not None
+                                     and output_tokens(r) != r.output_len)
+    s["usage_source"] = dict(Counter(r.usage_source for r in ok))
+    s["output_tokens_counted"] = sum(1 for r in ok if r.usage_source == "counted")
+    s["input_tokens_from_request"] = sum(1 for r in ok if r.prompt_tokens is None)
+
+    if goodput_slo:
+        s.update(_goodput(timed, goodput_slo, per_s))
+    if gpu_count:
+        s["gpu_count"] = gpu_count
+        for k in ("request_throughput", "output_throughput", "total_token_throughput"):
+            s[f"{k}_per_gpu"] = s[k] / gpu_count if s[k] is not None else None
+    return s
+
+
+def _goodput(timed: list[Record], slo: dict, per_s) -> dict:
+    bad = sorted(set(slo) - set(SLO_NAMES))
+    if bad:
+        raise UserError(f"unknown SLO name {', '.join(bad)}: use ttft, tpot or e2el (in ms).")
+    good = 0
+    for r in timed:
+        value = {"ttft": r.first - r.sent, "tpot": _tpot(r) or 0.0, "e2el": _end(r) - r.sent}
+        good += all(value[k] * 1000 <= float(v) for k, v in slo.items())
+    return {"request_goodput": per_s(good), "goodput_slo_ms": dict(slo), "good_requests": good}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {n}" for k, n in v.items()) or "none"
+    return str(v)
+
+
+def format_summary(summary: dict) -> str:
+    """Two terminal tables: counts and throughputs, then one latency row per metric."""
+    from tabulate import tabulate
+
+    s = summary
+    head = [("Duration (s)", s.get("duration")), ("Completed requests", s.get("completed")),
+            ("Failed requests", s.get("failed")), ("Errors by kind", s.get("errors_by_kind")),
+            ("Total input tokens", s.get("total_input_tokens")),
+            ("Total output tokens", s.get("total_output_tokens")),
+            ("Request throughput (req/s)", s.get("request_throughput")),
+            ("Output throughput (tok/s)", s.get("output_throughput")),
+            ("Total token throughput (tok/s)", s.get("total_token_throughput"))]
+    if "request_goodput" in s:
+        head.append(("Request goodput (req/s)", s["request_goodput"]))
+    if s.get("gpu_count"):
+        head.append((f"Output throughput per GPU (tok/s, {s['gpu_count']} GPUs)",
+                     s.get("output_throughput_per_gpu")))
+    head += [("Multi-token chunks", f"{s.get('multi_token_chunks')} of {s.get('total_chunks')}"),
+             ("Token usage source", s.get("usage_source")),
+             ("Length mismatches (input / output)",
+              f"{s.get('input_len_mismatches')} / {s.get('output_len_mismatches')}")]
+    rows = [
+        ("TTFT (ms)", "ttft_ms"), ("TPOT (ms)", "tpot_ms"), ("ITL (ms)", "itl_ms"),
+        ("Token ITL (ms)", "token_itl_ms"), ("E2EL (ms)", "e2el_ms"),
+        ("TTFT from schedule (ms)", "ttft_from_scheduled_ms"),
+        ("E2EL from schedule (ms)", "e2el_from_scheduled_ms"), ("Send lag (ms)", "send_lag_ms"),
+        ("Interactivity (tok/s/user)", "interactivity_tok_s_user"),
+    ]
+    cols = ("mean", "median", "std", "p90", "p99")
+    lat = [[label] + [_fmt(s.get(f"{c}_{key}")) for c in cols] for label, key in rows]
+    return (tabulate([(k, _fmt(v)) for k, v in head], tablefmt="simple", disable_numparse=True)
+            + "\n\n" + tabulate(lat, headers=["latency", *cols], tablefmt="simple",
+                                disable_numparse=True, colalign=("left",) + ("right",) * 5))

@@ -1,0 +1,184 @@
+"""`bench plot`: PNG figures next to the run folders, read from the files alone.
+
+Per campaign and scenario: output throughput against TTFT/TPOT p50/p99, one line per engine with
+points labelled by load point; throughput per GPU against interactivity (tok/s/user), with each
+engine's Pareto frontier drawn as a line (InferenceX's view). Per run with requests.jsonl: the
+CDFs of TTFT and ITL. The `*_series` functions return exactly what is drawn.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bench.errors import UserError
+from bench.records import read_records
+from bench.report import Run, context, find_runs, load_key, scenario_key, value
+
+LATENCY_PANELS = [("ttft_p50", "TTFT p50 (ms)"), ("ttft_p99", "TTFT p99 (ms)"),
+                  ("tpot_p50", "TPOT p50 (ms)"), ("tpot_p99", "TPOT p99 (ms)")]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("tree", metavar="RESULTS_TREE", help="Folder searched for run folders.")
+    p.add_argument("--out", metavar="DIR",
+                   help="Write the PNGs under DIR (same layout) instead of next to the data.")
+
+
+def point(run: Run) -> dict:
+    """The numbers of one run that the scenario plots use."""
+    s, gpus = run.summary, run.manifest.get("gpu_count")
+    p = {"load_point": run.load_point, "output_throughput": value(s, "output_throughput")}
+    p.update({m: value(s, m) for m, _ in LATENCY_PANELS})
+    tpot = value(s, "tpot_p50")  # summary-only imports have no interactivity distribution
+    p["interactivity"] = value(s, "interactivity_p50") or (1000 / tpot if tpot else None)
+    per_gpu = value(s, "output_throughput_per_gpu")
+    if per_gpu is None and gpus and p["output_throughput"] is not None:
+        per_gpu = p["output_throughput"] / gpus
+    p["throughput_per_gpu"] = per_gpu
+    return p
+
+
+def scenario_series(runs: list[Run]) -> dict[tuple[str, str], dict[str, list[dict]]]:
+    """(campaign, scenario) -> engine -> points in load order."""
+    out: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for r in sorted(runs, key=lambda r: (r.campaign, scenario_key(r.scenario), r.engine,
+                                         load_key(r.load_point))):
+        out.setdefault((r.campaign, r.scenario), {}).setdefault(r.engine, []).append(point(r))
+    return out
+
+
+def pareto(points: list[dict], x: str = "interactivity", y: str = "throughput_per_gpu") -> list[dict]:
+    """Points no other point beats on both axes, by increasing x."""
+    pts = sorted((p for p in points if p[x] is not None and p[y] is not None),
+                 key=lambda p: (-p[x], -p[y]))
+    front, best = [], float("-inf")
+    for p in pts:
+        if p[y] > best:
+            front.append(p)
+            best = p[y]
+    return front[::-1]
+
+
+def cdf_series(records) -> dict[str, list[float]]:
+    """Sorted per-request TTFTs and pooled ITLs in ms (the CDF's y is rank / count)."""
+    recs = [r for r in records if not r.warmup and r.ok and r.first is not None]
+    itl = [(b - a) * 1000 for r in recs for a, b in zip(r.chunk_times, r.chunk_times[1:])]
+    return {"ttft_ms": sorted((r.first - r.sent) * 1000 for r in recs), "itl_ms": sorted(itl)}
+
+
+def _title(runs: list[Run], what: str) -> str:
+    return f"{what}\n{runs[0].campaign}: {context(runs)}"
+
+
+def _label_points(ax, xs, ys, labels) -> None:
+    for x, y, text in zip(xs, ys, labels):
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+
+
+def plot_latency(series: dict[str, list[dict]], runs: list[Run], scenario: str, path: Path,
+                 colors: dict[str, str]):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9), constrained_layout=True)
+    for ax, (metric, xlabel) in zip(axes.flat, LATENCY_PANELS):
+        for engine, pts in series.items():
+            pts = [p for p in pts if p[metric] is not None and p["output_throughput"] is not None]
+            xs, ys = [p[metric] for p in pts], [p["output_throughput"] for p in pts]
+            ax.plot(xs, ys, marker="o", label=engine, color=colors[engine])
+            _label_points(ax, xs, ys, [p["load_point"] for p in pts])
+        ax.set(xlabel=xlabel, ylabel="Output throughput (tok/s)", title=xlabel.split(" (")[0])
+        ax.margins(0.12)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(title="engine")
+    fig.suptitle(_title(runs, f"Scenario {scenario}: output throughput vs latency "
+                              "(points labelled by load point)"))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_frontier(series: dict[str, list[dict]], runs: list[Run], scenario: str, path: Path,
+                  colors: dict[str, str]):
+    import matplotlib.pyplot as plt
+
+    per_gpu = all(p["throughput_per_gpu"] is not None for pts in series.values() for p in pts)
+    y = "throughput_per_gpu" if per_gpu else "output_throughput"
+    fig, ax = plt.subplots(figsize=(10, 7), constrained_layout=True)
+    for engine, pts in series.items():
+        pts = [p for p in pts if p["interactivity"] is not None and p[y] is not None]
+        line, = ax.plot([p["interactivity"] for p in pareto(pts, y=y)],
+                        [p[y] for p in pareto(pts, y=y)], marker="o", label=engine,
+                        color=colors[engine])
+        ax.scatter([p["interactivity"] for p in pts], [p[y] for p in pts],
+                   color=line.get_color(), alpha=0.4)
+        _label_points(ax, [p["interactivity"] for p in pts], [p[y] for p in pts],
+                      [p["load_point"] for p in pts])
+    ax.set(xlabel="Interactivity (tok/s/user, median over requests of 1 / TPOT)",
+           ylabel="Output throughput per GPU (tok/s/GPU)" if per_gpu
+           else "Output throughput (tok/s, all GPUs: GPU count unknown)")
+    ax.margins(0.12)
+    ax.grid(alpha=0.3)
+    ax.legend(title="engine (line: Pareto frontier)")
+    ax.set_title(_title(runs, f"Scenario {scenario}: throughput vs interactivity"))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cdf(data: dict[str, list[float]], run: Run, path: Path):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
+    for ax, key, name in ((axes[0], "ttft_ms", "TTFT"), (axes[1], "itl_ms", "ITL")):
+        xs = data[key]
+        if xs:
+            ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post")
+            if xs[0] > 0 and xs[-1] / xs[0] > 100:
+                ax.set_xscale("log")  # a few long stalls would squash the body of the curve
+        ax.set(xlabel=f"{name} (ms{', log scale' if ax.get_xscale() == 'log' else ''})",
+               ylabel="Fraction of " + ("requests" if key == "ttft_ms" else "gaps"),
+               title=f"{name} CDF ({len(xs)} values)", ylim=(0, 1.02))
+        for q in (0.5, 0.99):  # guides to read p50 and p99 off the curve
+            ax.axhline(q, color="grey", linestyle=":", linewidth=1)
+        ax.grid(alpha=0.3)
+    fig.suptitle(_title([run], f"TTFT and ITL CDFs: engine {run.engine}, scenario "
+                               f"{run.scenario}, load {run.load_point}"))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _campaign_dir(run: Run, tree: Path) -> Path:
+    d = run.path.parents[2] if len(run.path.parents) > 2 else run.path
+    return d if d == tree or tree in d.parents else tree
+
+
+def main(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    tree = Path(args.tree).resolve()
+    if not tree.is_dir():
+        raise UserError(f"{args.tree} is not a folder; give the results tree, e.g. results/.")
+    runs = find_runs(tree)
+    if not runs:
+        raise UserError(f"no run folders (summary.json + manifest.json) under {args.tree}; "
+                        "make some with `bench run`, `just bench` or `bench import`.")
+    base = Path(args.out).resolve() if args.out else tree
+    written: list[Path] = []
+    colors = {e: f"C{i % 10}" for i, e in enumerate(sorted({r.engine for r in runs}))}
+    for (campaign, scenario), series in scenario_series(runs).items():
+        group = [r for r in runs if r.campaign == campaign and r.scenario == scenario]
+        folder = base / _campaign_dir(group[0], tree).relative_to(tree)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, draw in (("throughput-latency", plot_latency), ("frontier", plot_frontier)):
+            path = folder / f"{scenario}-{name}.png"
+            draw(series, group, scenario, path, colors)
+            written.append(path)
+    for run in runs:
+        if (run.path / "requests.jsonl").is_file():
+            folder = base / run.path.relative_to(tree)
+            folder.mkdir(parents=True, exist_ok=True)
+            plot_cdf(cdf_series(read_records(run.path / "requests.jsonl")), run,
+                     folder / "cdf-ttft-itl.png")
+            written.append(folder / "cdf-ttft-itl.png")
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,226 @@
+"""`bench report`: compare engines per scenario and load point, from run folders alone.
+
+Every folder under the tree holding summary.json and manifest.json is one run. Runs are grouped
+by campaign, scenario and load point; each group has one row per engine and the gap of each
+engine against the baseline engine: gap % = (engine / baseline - 1) x 100, so a positive gap
+means more throughput (better) or more latency (worse).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import UserError
+
+
+@dataclass
+class Run:
+    path: Path
+    campaign: str
+    engine: str
+    scenario: str
+    load_point: str
+    summary: dict
+    manifest: dict
+
+
+# name -> (column title, summary keys tried in order, higher is better)
+METRICS: dict[str, tuple[str, list[str], bool]] = {
+    "output_throughput": ("Output tok/s", ["output_throughput"], True),
+    "output_throughput_per_gpu": ("Output tok/s/GPU", ["output_throughput_per_gpu"], True),
+    "total_token_throughput": ("Total tok/s", ["total_token_throughput"], True),
+    "request_throughput": ("Req/s", ["request_throughput"], True),
+    "interactivity_p50": ("tok/s/user p50", ["p50_interactivity_tok_s_user"], True),
+}
+for _lat in ("ttft", "tpot", "itl", "e2el"):
+    for _stat in ("mean", "p50", "p90", "p95", "p99"):
+        METRICS[f"{_lat}_{_stat}"] = (
+            f"{_lat.upper()} {_stat} (ms)",
+            [f"{_stat}_{_lat}_ms"] + ([f"median_{_lat}_ms"] if _stat == "p50" else []), False)
+DEFAULT_METRICS = ["output_throughput", "ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99"]
+SIGN = ("gap % = (engine / baseline - 1) x 100: positive tok/s is better, "
+        "positive latency is worse")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("tree", metavar="RESULTS_TREE", help="Folder searched for run folders.")
+    p.add_argument("--baseline", metavar="ENGINE",
+                   help="Engine label the gaps are measured against; default vllm if present, "
+                        "else the first label alphabetically.")
+    p.add_argument("--metric", nargs="+", choices=list(METRICS), default=DEFAULT_METRICS,
+                   metavar="NAME", help="Columns to show, the first one also as the headline "
+                   f"table; any of {', '.join(METRICS)}.")
+    p.add_argument("--markdown", metavar="FILE", help="Also write the tables as Markdown here.")
+    p.add_argument("--csv", metavar="FILE", help="Also write one CSV row per run here.")
+    p.add_argument("--fmt", default="simple",
+                   help="tabulate table format for the terminal, e.g. simple, github, grid.")
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path} ({e}); fix or remove that run folder.") from None
+
+
+def find_runs(tree: str | Path) -> list[Run]:
+    """Every run folder under `tree`, labelled as the contract says (manifest first)."""
+    runs = []
+    for s in sorted(Path(tree).rglob("summary.json")):
+        d = s.parent
+        if not (d / "manifest.json").is_file():
+            continue
+        m = _read(d / "manifest.json")
+        server, camp, wl = m.get("server") or {}, m.get("campaign") or {}, m.get("workload") or {}
+        up = list(d.parents)
+        if wl.get("input_len") and wl.get("output_len"):
+            scen = f"{wl['input_len']}-{wl['output_len']}"
+        else:
+            scen = wl.get("dataset") or d.parent.name
+        runs.append(Run(
+            path=d, summary=_read(s), manifest=m,
+            campaign=camp.get("name") or (up[2].name if len(up) > 2 else d.name),
+            engine=server.get("label") or server.get("engine") or (up[1].name if len(up) > 1 else d.name),
+            scenario=camp.get("scenario") or scen,
+            load_point=camp.get("load_point") or d.name))
+    return runs
+
+
+def value(summary: dict, metric: str) -> float | None:
+    for key in METRICS[metric][1]:
+        if isinstance(summary.get(key), (int, float)):
+            return float(summary[key])
+    return None
+
+
+def gap(v: float | None, base: float | None) -> float | None:
+    if v is None or base is None or base == 0:
+        return None
+    return (v / base - 1) * 100
+
+
+def scenario_key(s: str):
+    m = re.fullmatch(r"(\d+)-(\d+)", s)
+    return (0, int(m[1]), int(m[2]), "") if m else (1, 0, 0, s)
+
+
+def load_key(lp: str):
+    parts = dict(re.findall(r"([rc])([\d.]+|inf)", lp))
+    return (float(parts.get("r", 0)), float(parts.get("c", 0)), lp)
+
+
+def pick_baseline(runs: list[Run], wanted: str | None) -> str:
+    engines = sorted({r.engine for r in runs})
+    if wanted is None:
+        return "vllm" if "vllm" in engines else engines[0]
+    if wanted not in engines:
+        raise UserError(f"no runs of baseline engine {wanted!r}; pick one of: {', '.join(engines)}.")
+    return wanted
+
+
+def compare(runs: list[Run], baseline: str, metrics: list[str]) -> list[dict]:
+    """One row per run, sorted by campaign, scenario, load point, baseline first."""
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.campaign, r.scenario, r.load_point), []).append(r)
+    rows = []
+    for key in sorted(groups, key=lambda k: (k[0], scenario_key(k[1]), load_key(k[2]))):
+        group = sorted(groups[key], key=lambda r: (r.engine != baseline, r.engine))
+        base = next((r for r in group if r.engine == baseline), None)
+        for r in group:
+            row = {"campaign": r.campaign, "scenario": r.scenario, "load_point": r.load_point,
+                   "engine": r.engine, "baseline": baseline,
+                   "model": (r.manifest.get("server") or {}).get("model")}
+            for m in metrics:
+                row[m] = value(r.summary, m)
+                row[f"{m}_gap_pct"] = gap(row[m], value(base.summary, m) if base else None)
+            row["run_dir"] = str(r.path)
+            rows.append(row)
+    return rows
+
+
+def _cell(v: float | None, g: float | None, is_base: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:,.2f}" + ("" if is_base or g is None else f" ({g:+.1f}%)")
+
+
+def context(runs: list[Run]) -> str:
+    """Model, hardware and date of a set of runs, from their manifests."""
+    def distinct(values):
+        return ", ".join(sorted({str(v) for v in values if v})) or "unknown"
+    hw = []
+    for r in runs:
+        gpus, n = r.manifest.get("gpus") or [], r.manifest.get("gpu_count")
+        if gpus:
+            hw.append(f"{n or len(gpus)}x {gpus[0].get('name')}")
+        elif n:
+            hw.append(f"{n} GPUs")
+    return (f"model {distinct((r.manifest.get('server') or {}).get('model') for r in runs)}, "
+            f"hardware {distinct(hw)}, "
+            f"date {distinct((r.manifest.get('started') or '')[:10] for r in runs)}")
+
+
+def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: bool) -> str:
+    from tabulate import tabulate
+
+    out = []
+    for camp in dict.fromkeys(r["campaign"] for r in rows):
+        crows = [r for r in rows if r["campaign"] == camp]
+        base, head = crows[0]["baseline"], metrics[0]
+        title = f"{camp}: {context([r for r in runs if r.campaign == camp])}"
+        out.append(f"## {title}\n" if md else f"{title}\n{'=' * len(title)}")
+        # Headline, as the seed README: one row per scenario and load, engines side by side.
+        engines = sorted({r["engine"] for r in crows}, key=lambda e: (e != base, e))
+        wide: dict[tuple, dict] = {}
+        for r in crows:
+            wide.setdefault((r["scenario"], r["load_point"]), {})[r["engine"]] = r
+        cols = ["Scenario", "Load"] + engines + [f"{e} vs {base}" for e in engines if e != base]
+        body = [[s, lp] + [_cell(by[e][head], None, True) if e in by else "-" for e in engines]
+                + [f"{by[e][head + '_gap_pct']:+.1f}%" if e in by and
+                   by[e][head + "_gap_pct"] is not None else "-" for e in engines if e != base]
+                for (s, lp), by in wide.items()]
+        out.append(f"{METRICS[head][0]} by engine; {SIGN}.\n")
+        out.append(tabulate(body, headers=cols, tablefmt=fmt, disable_numparse=True,
+                            colalign=("left", "left") + ("right",) * (len(cols) - 2)) + "\n")
+        # Detail: one row per engine and group, every chosen metric with its gap.
+        cols = ["Scenario", "Load", "Engine"] + [METRICS[m][0] for m in metrics]
+        body = [[r["scenario"], r["load_point"], r["engine"]]
+                + [_cell(r[m], r[f"{m}_gap_pct"], r["engine"] == base) for m in metrics]
+                for r in crows]
+        out.append(f"Per engine, baseline {base}; (gap %) as above.\n")
+        out.append(tabulate(body, headers=cols, tablefmt=fmt, disable_numparse=True,
+                            colalign=("left",) * 3 + ("right",) * len(metrics)) + "\n")
+    return "\n".join(out)
+
+
+def main(args) -> int:
+    from tabulate import tabulate_formats
+
+    if args.fmt not in tabulate_formats:
+        raise UserError(f"unknown --fmt {args.fmt!r}; use one of: {', '.join(tabulate_formats)}.")
+    if not Path(args.tree).is_dir():
+        raise UserError(f"{args.tree} is not a folder; give the results tree, e.g. results/.")
+    runs = find_runs(args.tree)
+    if not runs:
+        raise UserError(f"no run folders (summary.json + manifest.json) under {args.tree}; "
+                        "make some with `bench run`, `just bench` or `bench import`.")
+    baseline = pick_baseline(runs, args.baseline)
+    rows = compare(runs, baseline, args.metric)
+    print(tables(runs, rows, args.metric, args.fmt, md=False))
+    if args.markdown:
+        Path(args.markdown).write_text(tables(runs, rows, args.metric, "github", md=True),
+                                       encoding="utf-8")
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    return 0
