@@ -90,6 +90,14 @@ class RawTransport:
         _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl)
         return conn
 
+    async def preconnect(self, n: int) -> None:
+        """Open `n` idle connections now, so connection set-up is not timed as latency."""
+        loop = asyncio.get_running_loop()
+        missing = max(0, n - len(self._idle))
+        opened = await asyncio.gather(*(loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl)
+                                        for _ in range(missing)))
+        self._idle.extend(conn for _, conn in opened)
+
     async def send(self, body: dict, request_id: str, rec: Record) -> float:
         """Send one request, fill `rec` with absolute perf_counter times; return its end time."""
         payload = orjson.dumps(body)

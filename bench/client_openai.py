@@ -24,6 +24,9 @@ class OpenAITransport:
                                          max_retries=0, timeout=timeout)
         self.errors = (openai.APIError,)
 
+    async def preconnect(self, n: int) -> None:
+        """The SDK pools connections itself; nothing to open ahead."""
+
     async def send(self, body: dict, request_id: str, rec: Record) -> float:
         body = dict(body)
         known = {"model", "prompt", "messages", "max_tokens", "stream", "stream_options", "temperature"}

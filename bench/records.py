@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+
+import orjson
 from dataclasses import dataclass, field
 from typing import IO, Iterator
 
@@ -38,8 +40,8 @@ class Record:
     def ok(self) -> bool:
         return not self.error
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)  # ~20x faster than json.dumps(asdict()): it runs between chunks
 
     @classmethod
     def from_dict(cls, d: dict) -> "Record":
@@ -51,10 +53,10 @@ class RecordWriter:
     """Appends one JSON line per record and flushes it, so a crash loses nothing finished."""
 
     def __init__(self, path: str | os.PathLike):
-        self._f: IO[str] = open(path, "a", encoding="utf-8")
+        self._f: IO[bytes] = open(path, "ab")
 
     def write(self, rec: Record) -> None:
-        self._f.write(rec.to_json() + "\n")
+        self._f.write(rec.to_json() + b"\n")
         self._f.flush()
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ client's own lag. Closed loop is the same with every arrival at the start of the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -98,11 +99,14 @@ class Runner:
 
     # -- one phase -----------------------------------------------------------------------
     async def phase(self, prompts: list[Prompt], load: Load, warmup: bool) -> None:
-        start = perf_counter()
         arrivals = None if warmup else load.arrivals
-        deadline = start + load.duration if (load.duration and not warmup) else None
         cap = load.concurrency or len(prompts)
         order = iter(range(len(prompts)))
+        # Closed loops and capped open loops know how many connections they need.
+        with contextlib.suppress(OSError):  # a refused connection fails, and is recorded, per request
+            await self.transport.preconnect(min(cap, len(prompts)) if load.concurrency else 0)
+        start = perf_counter()
+        deadline = start + load.duration if (load.duration and not warmup) else None
 
         async def worker() -> None:
             free = start
