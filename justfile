@@ -13,6 +13,10 @@ HOST := env("HOST", "127.0.0.1")
 RESULTS := env("RESULTS", justfile_directory() / "results")
 
 import 'scripts/cpu.just'
+import 'scripts/serve.just'
+import 'scripts/vllm.just'
+import 'scripts/sgl.just'
+import 'scripts/trt.just'
 
 # List the recipes, grouped.
 [private]
@@ -21,7 +25,7 @@ default:
 
 # Run the test suite (installs the CPU engine on first use).
 [group('develop')]
-test *args: cpu-install
+test *args: cpu-install sgl-parser-install
     python -m pytest {{args}}
 
 # The demo: start the CPU engine, stream one request, stop the engine (even on failure).

@@ -1,0 +1,155 @@
+"""Guards a serve recipe runs before it starts an engine: refuse what gives misleading numbers.
+
+Each guard is a pure function of the command line (and of the model's config.json) that returns a
+sentence saying what is wrong and how to fix it, or None. The command line entry
+    python -m bench.guards --engine sglang --model /DeepSeek-R1 [--deepgemm-cache DIR] -- CMD...
+prints every refusal and warning on stderr and exits 2 if anything was refused, before anything
+heavy starts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+# config.json keys by which MoE models declare their routed experts.
+EXPERT_KEYS = ("n_routed_experts", "num_experts", "num_local_experts")
+# Options files of trtllm-serve, where `load_format: dummy` can hide.
+TRT_OPTIONS = ("--config", "--extra_llm_api_options")
+
+
+def option_values(argv: list[str], *names: str) -> list[str]:
+    """Values given to any of `names`, as `--name value` or `--name=value`, in order."""
+    out = []
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                out.append(argv[i + 1])
+            elif arg.startswith(name + "="):
+                out.append(arg[len(name) + 1:])
+    return out
+
+
+def read_model_config(model: str) -> dict | None:
+    """The model folder's config.json, or None when the model is not a readable local folder."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def declares_experts(config: dict) -> bool:
+    """True when the config (or its nested text_config) declares more than one routed expert."""
+    for section in (config, config.get("text_config")):
+        if isinstance(section, dict):
+            for key in EXPERT_KEYS:
+                value = section.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+                    return True
+    return False
+
+
+def wants_dummy_weights(argv: list[str], options_texts: list[str] = ()) -> bool:
+    """--load-format dummy (vLLM, SGLang) or `load_format: dummy` in a TRT-LLM options file."""
+    if any(v.lower() == "dummy" for v in option_values(argv, "--load-format", "--load_format")):
+        return True
+    return any(re.search(r"^\s*load_format:\s*['\"]?dummy\b", text, re.I | re.M) for text in options_texts)
+
+
+def dummy_weights_error(argv: list[str], config: dict | None, model: str,
+                        options_texts: list[str] = ()) -> str | None:
+    if not wants_dummy_weights(argv, options_texts) or config is None or not declares_experts(config):
+        return None
+    return (f"{model} is a mixture-of-experts model, and dummy weights route its tokens to experts unlike "
+            f"real ones, so throughput looks better than it is: serve the real weights (drop "
+            f"--load-format dummy) or use a dense model")
+
+
+def dummy_weights_unknown(argv: list[str], config: dict | None, model: str,
+                          options_texts: list[str] = ()) -> str | None:
+    if not wants_dummy_weights(argv, options_texts) or config is not None:
+        return None
+    return (f"dummy weights with {model}, whose config.json cannot be read here: make sure it is a dense "
+            f"model, since dummy weights make mixture-of-experts throughput look better than it is")
+
+
+def dp_attention_size(argv: list[str]) -> int:
+    """Attention data-parallel size of an SGLang command (1 when off)."""
+    sizes = option_values(argv, "--attn-dp-size", "--attention-data-parallel-size")
+    if sizes:
+        try:
+            return int(sizes[-1])
+        except ValueError:
+            return 1
+    if "--enable-dp-attention" in argv:  # the April 2025 spelling, with --dp-size as the size
+        dp = option_values(argv, "--dp-size", "--data-parallel-size", "--dp")
+        return int(dp[-1]) if dp and dp[-1].isdigit() else 2
+    return 1
+
+
+def compile_with_dp_attention_error(argv: list[str]) -> str | None:
+    if "--enable-torch-compile" not in argv or dp_attention_size(argv) <= 1:
+        return None
+    return ("SGLang's --enable-torch-compile does not work together with DP attention: use `just "
+            "sgl-serve-compile` (torch compile + EP) or `just sgl-serve-dp` (DP attention + EP, no compile)")
+
+
+def deepgemm_cache_warning(cache_dir: Path) -> str | None:
+    """Warn when SGLang's DeepGEMM kernel cache is missing or empty (the first sweep would pay for JIT)."""
+    try:
+        empty = not any(Path(cache_dir).iterdir())
+    except OSError:
+        empty = True
+    if not empty:
+        return None
+    return (f"the DeepGEMM cache {cache_dir} is empty or missing: SGLang compiles its kernels on first use and the "
+            f"first sweep runs at about half speed; precompile once with `python3 -m "
+            f"sglang.compile_deep_gemm --model-path MODEL --tp-size 8 --trust-remote-code` in the same venv "
+            f"or container, or run a warm-up sweep and discard it")
+
+
+def options_texts(argv: list[str]) -> list[str]:
+    texts = []
+    for file in option_values(argv, *TRT_OPTIONS):
+        try:
+            texts.append(Path(file).read_text())
+        except OSError:
+            pass
+    return texts
+
+
+def check(engine: str, model: str, argv: list[str], deepgemm_cache: Path | None = None
+          ) -> tuple[list[str], list[str]]:
+    """(refusals, warnings) for one serve command."""
+    config = read_model_config(model)
+    texts = options_texts(argv)
+    refusals = [m for m in (dummy_weights_error(argv, config, model, texts),
+                            compile_with_dp_attention_error(argv)) if m]
+    warnings = [m for m in (dummy_weights_unknown(argv, config, model, texts),) if m]
+    if engine == "sglang" and deepgemm_cache is not None:
+        warnings += [m for m in (deepgemm_cache_warning(deepgemm_cache),) if m]
+    return refusals, warnings
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.guards", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--engine", required=True, help="Engine the command starts: vllm, sglang or trtllm.")
+    p.add_argument("--model", required=True, help="Model path the command serves; its config.json is read.")
+    p.add_argument("--deepgemm-cache", type=Path, help="SGLang's DeepGEMM cache folder, to warn when empty.")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="The serve command, after --.")
+    args = p.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    refusals, warnings = check(args.engine, args.model, command, args.deepgemm_cache)
+    for message in warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    for message in refusals:
+        print(f"refused: {message}", file=sys.stderr)
+    return 2 if refusals else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""What a serve recipe started, left in .run/serve-<port>.json for `bench run`'s manifest.
+
+A serve recipe (scripts/*.just) calls, just before it execs the engine:
+    python -m bench.serverinfo write --port P --engine E --label L --version V --model M --gpus N -- CMD...
+and `bench run` calls read(port) to put the engine, label and exact command in manifest["server"].
+`python -m bench.serverinfo format -- CMD...` prints a command as one copy-pasteable shell line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.errors import UserError
+
+RUN_DIR = Path(os.environ.get("BENCH_RUN_DIR", Path(__file__).resolve().parents[1] / ".run"))
+
+
+def path(port: int) -> Path:
+    return RUN_DIR / f"serve-{int(port)}.json"
+
+
+def write(*, port: int, engine: str, label: str, version: str | None, model: str | None,
+          gpus: int | None, command: str, pid: int | None = None) -> Path:
+    """Record a started server. `pid` is the server's process: read() forgets the record once it is gone."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    info = {"engine": engine, "label": label, "version": version, "command": command, "model": model,
+            "gpus": gpus, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if pid is not None:
+        info["pid"] = pid
+    out = path(port)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.replace(out)  # a reader never sees half a file
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def read(port: int) -> dict | None:
+    """The record for `port`, or None when there is none, it is unreadable, or its server has exited."""
+    try:
+        info = json.loads(path(port).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    # A record whose server process is gone describes some earlier server, not the one on the port now.
+    if isinstance(info.get("pid"), int) and not _alive(info["pid"]):
+        return None
+    return info
+
+
+def format_command(argv: list[str]) -> str:
+    return shlex.join(argv)
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not cmd:
+        raise UserError("no command given: put the server command after --")
+    return cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.serverinfo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="action", required=True)
+    w = sub.add_parser("write", help="Record the server command a recipe is about to exec.")
+    w.add_argument("--port", type=int, required=True, help="Port the server listens on; names the record.")
+    w.add_argument("--engine", required=True, help="Engine name, e.g. vllm, sglang, trtllm.")
+    w.add_argument("--label", required=True, help="Engine label used in reports, e.g. vllm-tp8.")
+    w.add_argument("--version", help="Engine version (or source commit) the command runs.")
+    w.add_argument("--model", help="Model path or name being served.")
+    w.add_argument("--gpus", type=int, help="GPUs the server uses in all, for per-GPU throughput.")
+    w.add_argument("--pid", type=int, default=os.getppid(),
+                   help="Server process id; defaults to the calling shell, which then execs the server.")
+    w.add_argument("command", nargs=argparse.REMAINDER, help="The server command, after --.")
+    f = sub.add_parser("format", help="Print a command as one shell line, quoted where needed.")
+    f.add_argument("command", nargs=argparse.REMAINDER, help="The command, after --.")
+    r = sub.add_parser("read", help="Print the record for a port as JSON (nothing, exit 1, if none).")
+    r.add_argument("--port", type=int, required=True, help="Port whose record to print.")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.action == "format":
+            print(format_command(_command(args)))
+        elif args.action == "write":
+            out = write(port=args.port, engine=args.engine, label=args.label, version=args.version,
+                        model=args.model, gpus=args.gpus, command=format_command(_command(args)),
+                        pid=args.pid)
+            print(f"recorded in {out} for bench run", file=sys.stderr)
+        else:
+            info = read(args.port)
+            if info is None:
+                return 1
+            print(json.dumps(info, indent=2))
+    except UserError as e:
+        print(f"bench.serverinfo: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Guards: each one triggered, as a pure function, through `python -m bench.guards`, and through a
+serve recipe that must stop before it writes anything or starts an engine."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench import guards
+
+ROOT = Path(__file__).resolve().parents[1]
+JUST = str(ROOT / ".venv" / "bin" / "just")
+TINY_LLAMA = str(ROOT / "recipes" / "models" / "tiny-llama")  # dense: no experts
+
+
+@pytest.fixture
+def moe_model(tmp_path) -> str:
+    """A model folder whose config.json declares routed experts, as DeepSeek-R1's does."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "deepseek_v3", "n_routed_experts": 256}))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("config", [{"n_routed_experts": 256}, {"num_experts": 60}, {"num_local_experts": 8},
+                                    {"text_config": {"num_experts": 128}}])
+def test_expert_keys_are_recognised(config):
+    assert guards.declares_experts(config)
+
+
+def test_a_dense_model_declares_no_experts():
+    assert guards.read_model_config(TINY_LLAMA)["model_type"] == "llama"
+    assert not guards.declares_experts(guards.read_model_config(TINY_LLAMA))
+    assert not guards.declares_experts({"num_experts": 1, "num_local_experts": None})
+
+
+@pytest.mark.parametrize("argv", [["--load-format", "dummy"], ["--load-format=dummy"], ["--load_format", "DUMMY"]])
+def test_dummy_weights_refused_for_a_moe_model(moe_model, argv):
+    refusals, _ = guards.check("vllm", moe_model, ["vllm", "serve", moe_model, *argv])
+    assert len(refusals) == 1 and "mixture-of-experts" in refusals[0] and "--load-format dummy" in refusals[0]
+
+
+def test_dummy_weights_in_a_trtllm_options_file_refused(moe_model, tmp_path):
+    options = tmp_path / "options.yaml"
+    options.write_text("kv_cache_config:\n  enable_block_reuse: false\nload_format: dummy\n")
+    refusals, _ = guards.check("trtllm", moe_model, ["trtllm-serve", moe_model, "--config", str(options)])
+    assert len(refusals) == 1
+
+
+def test_dummy_weights_allowed_for_a_dense_model_and_real_weights_for_moe(moe_model):
+    assert guards.check("vllm", TINY_LLAMA, ["--load-format", "dummy"]) == ([], [])
+    assert guards.check("vllm", moe_model, ["--load-format", "auto"]) == ([], [])
+
+
+def test_dummy_weights_warned_when_the_config_is_unreadable(tmp_path):
+    refusals, warnings = guards.check("sglang", str(tmp_path / "absent"), ["--load-format", "dummy"])
+    assert refusals == [] and len(warnings) == 1 and "config.json cannot be read" in warnings[0]
+
+
+@pytest.mark.parametrize("argv", [["--attn-dp-size", "8"], ["--attn-dp-size=8"],
+                                  ["--enable-dp-attention", "--dp-size", "8"]])
+def test_torch_compile_with_dp_attention_refused(argv):
+    message = guards.compile_with_dp_attention_error(["--tp-size", "8", "--enable-torch-compile", *argv])
+    assert message and "sgl-serve-compile" in message
+
+
+def test_torch_compile_without_dp_attention_allowed():
+    assert guards.compile_with_dp_attention_error(["--tp-size", "8", "--ep-size", "8", "--enable-torch-compile"]) is None
+    assert guards.compile_with_dp_attention_error(["--attn-dp-size", "8"]) is None
+    assert guards.compile_with_dp_attention_error(["--enable-torch-compile", "--attn-dp-size", "1"]) is None
+
+
+def test_empty_or_missing_deepgemm_cache_warns_and_a_filled_one_does_not(tmp_path):
+    assert "half speed" in guards.deepgemm_cache_warning(tmp_path)
+    assert guards.deepgemm_cache_warning(tmp_path / "missing")
+    (tmp_path / "kernel.cubin").write_bytes(b"\0")
+    assert guards.deepgemm_cache_warning(tmp_path) is None
+
+
+def test_the_deepgemm_warning_is_for_sglang_only(tmp_path):
+    assert guards.check("sglang", TINY_LLAMA, [], deepgemm_cache=tmp_path)[1]
+    assert guards.check("vllm", TINY_LLAMA, [], deepgemm_cache=tmp_path) == ([], [])
+
+
+def test_cli_refuses_with_one_sentence_and_exit_2(moe_model, capsys):
+    rc = guards.main(["--engine", "vllm", "--model", moe_model, "--", "vllm", "serve", moe_model,
+                      "--load-format", "dummy"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("refused: ") and err.count("\n") == 1
+
+
+def test_cli_warns_but_passes(tmp_path, capsys):
+    rc = guards.main(["--engine", "sglang", "--model", TINY_LLAMA, "--deepgemm-cache", str(tmp_path), "--",
+                      "python3", "-m", "sglang.launch_server", "--tp-size", "8"])
+    assert rc == 0 and capsys.readouterr().err.startswith("warning: the DeepGEMM cache")
+
+
+def serve(recipe: str, *args: str, run_dir: Path) -> subprocess.CompletedProcess:
+    """Run a serve recipe for real (not PRINT). The engine pins point at versions never installed,
+    so a recipe whose guard failed to refuse stops at "not found" instead of starting anything."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "SGL_", "PRINT"))}
+    env.update(VLLM_VERSION="0.0.0-absent", SGL_VERSION="0.0.0-absent", VLLM_VIA="venv", SGL_VIA="venv",
+               BENCH_RUN_DIR=str(run_dir))
+    return subprocess.run([JUST, "--justfile", str(ROOT / "justfile"), recipe, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_recipe_refuses_dummy_weights_before_starting(moe_model, tmp_path):
+    out = serve("vllm-serve", moe_model, "8123", "127.0.0.1", "--load-format", "dummy", run_dir=tmp_path / "run")
+    assert out.returncode != 0 and "refused: " in out.stderr and "not found" not in out.stderr
+    assert not (tmp_path / "run").exists(), "nothing may be recorded for a refused server"
+
+
+def test_recipe_refuses_torch_compile_with_dp_attention(tmp_path):
+    out = serve("sgl-serve-compile", TINY_LLAMA, "8123", "127.0.0.1", "--attn-dp-size", "8", run_dir=tmp_path)
+    assert out.returncode != 0 and "refused: SGLang's --enable-torch-compile" in out.stderr
+    assert "not found" not in out.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_recipe_that_passes_its_guards_still_checks_the_engine_is_there(tmp_path):
+    out = serve("vllm-serve", TINY_LLAMA, "8123", run_dir=tmp_path)
+    assert out.returncode == 1 and "refused" not in out.stderr
+    assert "bin/vllm not found: run `just vllm-install 0.0.0-absent`" in out.stderr
+    assert out.stderr.startswith("+ ") and list(tmp_path.iterdir()) == []
