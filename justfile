@@ -17,6 +17,7 @@ import 'scripts/serve.just'
 import 'scripts/vllm.just'
 import 'scripts/sgl.just'
 import 'scripts/trt.just'
+import 'scripts/bench.just'
 
 # List the recipes, grouped.
 [private]
@@ -28,11 +29,3 @@ default:
 test *args: cpu-install sgl-parser-install
     python -m pytest {{args}}
 
-# The demo: start the CPU engine, stream one request, stop the engine (even on failure).
-[group('start here')]
-demo port=cpu_port: cpu-install
-    #!/usr/bin/env bash
-    set -euo pipefail
-    trap 'just cpu-stop {{port}} || true' EXIT
-    just cpu-serve {{port}}
-    just cpu-hello {{port}}

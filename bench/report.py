@@ -73,8 +73,8 @@ def find_runs(tree: str | Path) -> list[Run]:
     runs = []
     for s in sorted(Path(tree).rglob("summary.json")):
         d = s.parent
-        if not (d / "manifest.json").is_file():
-            continue
+        if ".aside-" in d.name or not (d / "manifest.json").is_file():
+            continue  # a campaign sets failed or partial points aside as <load>.aside-N
         m = _read(d / "manifest.json")
         server, camp, wl = m.get("server") or {}, m.get("campaign") or {}, m.get("workload") or {}
         up = list(d.parents)

@@ -1,0 +1,270 @@
+"""Calibration server: an OpenAI-compatible streaming server whose timing is known exactly.
+
+It generates nothing. A request asking for N tokens gets N fixed tokens (" tok"), k per chunk,
+the first chunk due `ttft` after the request was fully received and chunk i due `i * itl`
+after the first, on a fixed schedule so lateness never compounds. Every chunk's planned and
+actual send time goes to a JSONL log, the truth a benchmark client's measurements are checked
+against. One scheduler wakes (timerfd, sub-ms) at the next due time and writes every due chunk
+of every stream, so one core keeps up with tens of thousands of chunks per second.
+
+    python -m bench.calibration --port 8100 --ttft-ms 50 --itl-ms 20 --log calib.jsonl
+
+A request may override the timing with a body field
+`"calibration": {"ttft_ms": 10, "itl_ms": 5, "tokens_per_chunk": 3}`.
+
+The log (--log) gets one JSON line per request when it ends, written at once:
+  id                 the X-Request-Id header, else "calib-N"
+  received           when the request was fully read
+  due, sent          per chunk: planned send time, and when its bytes went to transport.write
+  tokens             per chunk: tokens carried (a non-streamed answer is one "chunk")
+  prompt_tokens, completion_tokens   what the usage said
+  stream, api, ttft_ms, itl_ms, tokens_per_chunk   the request's settings
+  error              only when unfinished: "client disconnected" or "server stopped"
+Times are absolute time.perf_counter() seconds (CLOCK_MONOTONIC, shared by all processes).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import errno
+import heapq
+import itertools
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.calibration_http import Conn, Stream
+from bench.errors import UserError
+
+READY = "calibration server ready on "
+EARLY = 150e-6   # wake this long before a chunk is due, then spin: wake-ups come ~50-100 us late
+BATCH = 5e-4     # longest the scheduler holds the event loop: requests wait that long
+perf_counter = time.perf_counter
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("interval", _Timespec), ("value", _Timespec)]
+
+
+class Scheduler:
+    """One heap of (due, seq, stream) and one wake-up, set to the earliest due time.
+
+    The wake-up is a timerfd on CLOCK_MONOTONIC (perf_counter's clock) at an absolute time,
+    because asyncio and uvloop timers round to whole milliseconds.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, log_fd: int):
+        self.loop, self.log_fd = loop, log_fd
+        self.heap: list = []
+        self.seq = itertools.count()
+        self.armed: float | None = None
+        self.active: set[Stream] = set()
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.timerfd_create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # 1 = CLOCK_MONOTONIC
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self.spec = _Itimerspec()
+        loop.add_reader(self.fd, self._wake)
+
+    def add(self, stream: Stream, due: float) -> None:
+        self.active.add(stream)
+        heapq.heappush(self.heap, (due, next(self.seq), stream))
+        if self.armed is None or due - EARLY < self.armed:
+            self._arm(due - EARLY)
+
+    def _arm(self, t: float) -> None:
+        self.armed = t
+        sec = int(t)
+        self.spec.value.sec = sec
+        self.spec.value.nsec = max(1, int((t - sec) * 1e9))  # (0, 0) would disarm the timer
+        self.libc.timerfd_settime(self.fd, 1, ctypes.byref(self.spec), None)  # 1 = ABSTIME
+
+    def _wake(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+        self.armed = None
+        heap, pop, replace, clock = self.heap, heapq.heappop, heapq.heapreplace, perf_counter
+        start = now = clock()
+        # Send every due chunk; spin through gaps shorter than EARLY (a sleep and a wake-up cost
+        # more, and arrive late), but hand the loop back after BATCH so requests keep being read.
+        while heap and now - start < BATCH:
+            due, seq, stream = heap[0]
+            if due > now:
+                if due - now > EARLY:
+                    break
+                while clock() < due:
+                    pass
+            nxt = stream.send(due)
+            if nxt is None:
+                pop(heap)
+            else:
+                replace(heap, (nxt, seq, stream))
+            now = clock()
+        if heap:
+            self._arm(heap[0][0] - EARLY)
+
+    def finished(self, stream: Stream, entry: dict) -> None:
+        """Append the stream's log line at once, so a killed server loses nothing."""
+        self.active.discard(stream)
+        os.write(self.log_fd, orjson.dumps(entry) + b"\n")
+
+    def shutdown(self) -> None:
+        for stream in list(self.active):
+            stream.abort("server stopped")
+
+
+# ---- the process: arguments, start, stop ---------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="Address to listen on; keep loopback.")
+    p.add_argument("--port", type=int, default=8100, help="Port to listen on; 0 picks a free one.")
+    p.add_argument("--model", default="calibration",
+                   help="Model id served and listed by /v1/models.")
+    p.add_argument("--max-model-len", type=int, default=131072,
+                   help="Context length announced by /v1/models; longer requests get HTTP 400.")
+    p.add_argument("--ttft-ms", type=float, default=50.0,
+                   help="Time from a fully received request to its first chunk, in ms.")
+    p.add_argument("--itl-ms", type=float, default=20.0, help="Time between chunks, in ms.")
+    p.add_argument("--tokens-per-chunk", type=int, default=1,
+                   help="Tokens carried by each chunk (the last may carry fewer).")
+    p.add_argument("--log", required=True, type=Path,
+                   help="JSONL file receiving one line per finished request (truncated at start).")
+    p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                   help="Event loop; auto uses uvloop when installed.")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms,
+                "tokens_per_chunk": args.tokens_per_chunk}
+    info = {"model": args.model, "max_model_len": args.max_model_len, "defaults": defaults}
+    try:  # bind first, so a second server on a busy port leaves the first one's log alone
+        server = await loop.create_server(lambda: Conn(sched, info), args.host, args.port,
+                                          backlog=4096, start_serving=False)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"port {args.port} on {args.host} is already in use: "
+                            "stop what holds it or pick another with --port.") from None
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror}.") from None
+    log_fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    sched = Scheduler(loop, log_fd)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start_serving()
+    print(f"{READY}http://{args.host}:{server.sockets[0].getsockname()[1]}", flush=True)
+    await stop.wait()
+    server.close()
+    sched.shutdown()  # unfinished streams are logged too, marked "server stopped"
+    os.close(log_fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.calibration", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        if args.ttft_ms < 0 or args.itl_ms < 0 or args.tokens_per_chunk < 1:
+            raise UserError("--ttft-ms and --itl-ms must be >= 0 and --tokens-per-chunk >= 1.")
+        run = asyncio.run
+        if args.loop != "asyncio":
+            try:
+                import uvloop  # a third of asyncio's cost per write
+                run = uvloop.run
+            except ImportError:
+                if args.loop == "uvloop":
+                    raise UserError("uvloop is not installed: pip install uvloop, "
+                                    "or use --loop asyncio.") from None
+        run(serve(args))
+    except UserError as e:
+        print(f"calibration server: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def start_server(port: int = 0, *, log: str | Path, host: str = "127.0.0.1",
+                 ttft_ms: float = 50.0, itl_ms: float = 20.0, tokens_per_chunk: int = 1,
+                 model: str = "calibration", max_model_len: int = 131072,
+                 cpu: int | None = None, loop: str = "auto",
+                 timeout: float = 30.0) -> subprocess.Popen:
+    """Start the server in a subprocess and return once it printed its ready line.
+
+    port=0 picks a free port; the returned Popen carries `.port` and `.base_url`.
+    cpu=N pins the server to that core with `taskset -c N`. Stop it with stop_server().
+    """
+    cmd = [sys.executable, "-m", "bench.calibration", "--host", host, "--port", str(port),
+           "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms),
+           "--tokens-per-chunk", str(tokens_per_chunk), "--log", str(log),
+           "--model", model, "--max-model-len", str(max_model_len), "--loop", loop]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu)] + cmd
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
+    # Wait for the ready line (or for the process to die), never for a fixed time.
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line.startswith(READY):
+        stop_server(proc)
+        raise UserError(f"the calibration server did not start (exit {proc.returncode}); "
+                        f"its message is above, its command was: {' '.join(cmd)}")
+    proc.base_url = line[len(READY):].strip()
+    proc.port = int(proc.base_url.rsplit(":", 1)[1])
+    return proc
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGTERM, then wait; the log holds every request by the time this returns."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+    return proc.returncode
+
+
+# ---- reading the log -----------------------------------------------------------------------
+
+def read_log(path: str | Path) -> dict[str, dict]:
+    """The server log as {request id: entry}; the fields are in the module docstring."""
+    out = {}
+    with open(path, "rb") as f:
+        for line in f:
+            if line.strip():
+                entry = orjson.loads(line)
+                out[entry["id"]] = entry
+    return out
+
+
+def send_lag_stats(log_path: str | Path) -> dict:
+    """The server's own lateness (sent - due) over every chunk it sent, in ms."""
+    import numpy as np
+    lags = [s - d for e in read_log(log_path).values() for d, s in zip(e["due"], e["sent"])]
+    if not lags:
+        return {"chunks": 0, "mean_ms": None, "p50_ms": None, "p99_ms": None, "max_ms": None}
+    a = np.asarray(lags) * 1e3
+    return {"chunks": len(lags), "mean_ms": float(a.mean()), "p50_ms": float(np.percentile(a, 50)),
+            "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max())}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
