@@ -58,6 +58,13 @@ def port_in_use(host: str, port: int) -> bool:
             return True
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def _raise_fd_limit() -> None:
     # Engines open one socket per stream; a soft limit of 1024 fails at high concurrency.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -83,6 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--campaign", help="Campaign name recorded in the manifest (set by `bench campaign`).")
     o.add_argument("--scenario", help="Scenario name recorded in the manifest (set by `bench campaign`).")
     o.add_argument("--no-progress", action="store_true", help="Do not draw the progress bar.")
+    o.add_argument("--self-check", action="store_true",
+                   help="First measure this client against the built-in calibration server at the same "
+                        "concurrency and keep its error bar in the manifest.")
 
 
 def _tokenizer_path(args, info: probe.ServerInfo) -> str:
@@ -184,6 +187,10 @@ def main(args) -> int:
     if args.campaign or args.scenario:
         man["campaign"] = {"name": args.campaign, "scenario": args.scenario,
                            "load_point": schedule.load_point_name(args.concurrency, args.rate)}
+    if args.self_check:
+        from bench import accuracy
+        man["self_check"] = accuracy.self_check(args.concurrency or 64, args.api)
+        print(accuracy.describe(man["self_check"]), file=sys.stderr)
     manifest.write(out / "manifest.json", man)
 
     partial = _event_loop_run(_measure(args, info, api_key, ignore_eos, extra, tok, warm, prompts, load, out, t0))

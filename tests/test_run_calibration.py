@@ -109,3 +109,14 @@ def test_interrupted_run_keeps_records_and_writes_partial_summary(calibration, t
     summary = json.loads((out / "summary.json").read_text())
     assert summary["partial"] is True and summary["completed"] == len(finished)
     assert json.loads((out / "manifest.json").read_text())["partial"] is True
+
+
+def test_self_check_records_the_client_error_bar(calibration, tmp_path):
+    server = calibration(ttft_ms=5, itl_ms=5)
+    out = tmp_path / "run"
+    assert bench_run(server, out, "--concurrency", "4", "--num-prompts", "4", "--input-len", "20",
+                     "--output-len", "4", "--self-check") == 0
+    check = json.loads((out / "manifest.json").read_text())["self_check"]
+    assert check["ok"] and check["concurrency"] == 4 and check["requests"] == 8
+    assert abs(check["ttft_mean_error_ms"]) < 5 and abs(check["itl_p99_error_ms"]) < 5
+    assert check["server_send_lag"]["chunks"] == 8 * 32 + 1  # and the one token of the length probe

