@@ -14,8 +14,10 @@ A request may override the timing with a body field
 
 The log (--log) gets one JSON line per request when it ends, written at once:
   id                 the X-Request-Id header, else "calib-N"
-  received           when the request was fully read
-  due, sent          per chunk: planned send time, and when its bytes went to transport.write
+  received           when the request's last bytes reached the socket (kernel timestamp)
+  parsed             when the server had read and parsed it (late only when it was busy)
+  due, sent          per chunk: planned send time (received + ttft + i * itl), and when its
+                     bytes were handed to send()
   tokens             per chunk: tokens carried (a non-streamed answer is one "chunk")
   prompt_tokens, completion_tokens   what the usage said
   stream, api, ttft_ms, itl_ms, tokens_per_chunk   the request's settings
@@ -33,6 +35,7 @@ import itertools
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,7 +43,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.calibration_http import Conn, Stream
+from bench.calibration_http import Listener, Stream
 from bench.errors import UserError
 
 READY = "calibration server ready on "
@@ -113,7 +116,10 @@ class Scheduler:
             else:
                 replace(heap, (nxt, seq, stream))
             now = clock()
-        if heap:
+        if heap and heap[0][0] - EARLY <= now:  # behind: come back right after pending I/O,
+            self.armed = now                    # cheaper than re-arming the timer
+            self.loop.call_soon(self._wake)
+        elif heap:
             self._arm(heap[0][0] - EARLY)
 
     def finished(self, stream: Stream, entry: dict) -> None:
@@ -151,23 +157,28 @@ async def serve(args: argparse.Namespace) -> None:
     defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms,
                 "tokens_per_chunk": args.tokens_per_chunk}
     info = {"model": args.model, "max_model_len": args.max_model_len, "defaults": defaults}
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:  # bind first, so a second server on a busy port leaves the first one's log alone
-        server = await loop.create_server(lambda: Conn(sched, info), args.host, args.port,
-                                          backlog=4096, start_serving=False)
+        sock.bind((args.host, args.port))
     except OSError as e:
+        sock.close()
         if e.errno == errno.EADDRINUSE:
             raise UserError(f"port {args.port} on {args.host} is already in use: "
                             "stop what holds it or pick another with --port.") from None
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror}.") from None
+    sock.listen(4096)
+    sock.setblocking(False)
     log_fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
     sched = Scheduler(loop, log_fd)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await server.start_serving()
-    print(f"{READY}http://{args.host}:{server.sockets[0].getsockname()[1]}", flush=True)
+    listener = Listener(sock, sched, info)
+    print(f"{READY}http://{args.host}:{sock.getsockname()[1]}", flush=True)
     await stop.wait()
-    server.close()
+    listener.close()
     sched.shutdown()  # unfinished streams are logged too, marked "server stopped"
     os.close(log_fd)
 

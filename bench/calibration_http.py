@@ -1,13 +1,14 @@
-"""The calibration server's HTTP side: a minimal HTTP/1.1 parser and the paced stream writer.
+"""The calibration server's HTTP side: a minimal HTTP/1.1 server and the paced stream writer.
 
-A raw asyncio.Protocol instead of a web framework keeps the per-chunk cost to one list append
-and one transport.write of bytes encoded when the request arrived. Responses mirror vLLM behind
+Raw non-blocking sockets on the asyncio loop, no web framework: the per-chunk cost is two list
+appends and one send() of bytes encoded when the request arrived. Responses mirror vLLM behind
 uvicorn: keep-alive, streams in Transfer-Encoding: chunked, one SSE event per HTTP chunk.
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
+import socket
+import struct
 import time
 
 import orjson
@@ -16,6 +17,8 @@ from bench import __version__
 from bench.calibration_openai import BadRequest, encode, error_body, parse_request
 
 MAX_HEAD, MAX_BODY = 65536, 64 << 20
+SO_TIMESTAMPNS = 35                       # Linux; the socket module does not name it
+ANC_SPACE = socket.CMSG_SPACE(16)         # one struct timespec
 _ids = itertools.count(1)
 perf_counter = time.perf_counter
 
@@ -45,7 +48,7 @@ class Stream:
         self.i, self.last, self.first, self.itl = 0, chunks - 1, first, itl
         self.plain, self.edge, self.tail, self.dead = plain, edge, tail, False
         self.due_append, self.sent_append = entry["due"].append, entry["sent"].append
-        self.write = conn.transport.write
+        self.write = conn.write
 
     def send(self, due: float) -> float | None:
         """Write the next chunk (due at `due`); return when the one after is due, None when done."""
@@ -77,61 +80,144 @@ def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float)
     """Plan the chunks, encode their bytes once and hand the stream to the scheduler."""
     plan = parse_request(body, chat, conn.info)
     tokens = plan.tokens if plan.stream else [plan.max_tokens]
-    entry = {"id": rid, "received": received, "due": [], "sent": [], "tokens": tokens,
-             "prompt_tokens": plan.prompt, "completion_tokens": plan.max_tokens,
+    entry = {"id": rid, "received": received, "parsed": perf_counter(), "due": [], "sent": [],
+             "tokens": tokens, "prompt_tokens": plan.prompt, "completion_tokens": plan.max_tokens,
              "stream": plan.stream, "api": "chat" if chat else "completions",
              "ttft_ms": plan.ttft * 1e3, "itl_ms": plan.itl * 1e3, "tokens_per_chunk": plan.k}
     first = received + plan.ttft
     answer = encode(plan, chat, rid, conn.info["model"])
     if plan.stream:
         plain, edge, tail = answer
-        conn.transport.write(
+        conn.stream = Stream(conn, entry, first, plan.itl, plan.chunks, plain, edge, tail)
+        conn.write(
             b"HTTP/1.1 200 OK\r\nserver: bench-calibration\r\n"
             b"content-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n"
             b"x-request-id: " + rid.encode("latin-1") + b"\r\n\r\n")
-        conn.stream = Stream(conn, entry, first, plan.itl, plan.chunks, plain, edge, tail)
     else:  # the whole answer at once, when the last chunk would have gone
         whole = response(200, answer, f"x-request-id: {rid}\r\n")
         first += (plan.chunks - 1) * plan.itl
         conn.stream = Stream(conn, entry, first, plan.itl, 1, None, lambda i: whole)
-    conn.sched.add(conn.stream, first)
+    if not conn.closed:
+        conn.sched.add(conn.stream, first)
 
 
-class Conn(asyncio.Protocol):
-    """One client connection: parse requests one at a time; keep-alive unless asked to close."""
+def kernel_arrival(ancdata: list) -> float | None:
+    """The SO_TIMESTAMPNS arrival time of the bytes just read, on perf_counter's clock."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("qq", data)
+            # The kernel stamps with CLOCK_REALTIME; the offset is read now, so NTP slewing
+            # during a long run cannot skew it.
+            return (sec * 1_000_000_000 + nsec - time.time_ns() + time.perf_counter_ns()) / 1e9
+    return None
 
-    def __init__(self, sched, info: dict):
-        self.sched, self.info = sched, info
-        self.buf = bytearray()
+
+class Listener:
+    """Accepts connections; each socket is non-blocking, without Nagle, with RX timestamps."""
+
+    def __init__(self, sock: socket.socket, sched, info: dict):
+        self.sock, self.sched, self.info = sock, sched, info
+        sched.loop.add_reader(sock.fileno(), self.accept)
+
+    def accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            Conn(conn, self.sched, self.info)
+
+    def close(self) -> None:
+        self.sched.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+class Conn:
+    """One client connection: requests in order, keep-alive unless asked to close.
+
+    Raw sockets (not an asyncio transport) because only recvmsg gives the kernel's arrival time:
+    a request's clock starts when it reached the socket, not when a busy server got to it.
+    """
+
+    def __init__(self, sock: socket.socket, sched, info: dict):
+        self.sock, self.sched, self.info = sock, sched, info
+        self.fd, self.loop, self.send = sock.fileno(), sched.loop, sock.send
+        self.buf, self.pending = bytearray(), b""
         self.stream: Stream | None = None
-        self.close_after = False
+        self.arrived = 0.0
+        self.close_after = self.closed = False
+        self.loop.add_reader(self.fd, self.readable)
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport  # asyncio and uvloop both set TCP_NODELAY: no Nagle delays
-
-    def connection_lost(self, exc) -> None:
-        if self.stream is not None:
-            self.stream.abort("client disconnected")
-            self.stream = None
-
-    def data_received(self, data: bytes) -> None:
+    def readable(self) -> None:
+        try:
+            data, anc, _, _ = self.sock.recvmsg(65536, ANC_SPACE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            return self.close("client disconnected")
+        self.arrived = kernel_arrival(anc) or perf_counter()
         self.buf += data
         if self.stream is None:
             self.parse()
+
+    def write(self, data: bytes) -> None:
+        """Send now; what the kernel will not take yet waits for the socket to drain."""
+        if not self.pending:
+            try:
+                n = self.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                return self.close("client disconnected")
+            if n == len(data):
+                return
+            data = data[n:]
+            self.loop.add_writer(self.fd, self.drain)
+        self.pending += data
+
+    def drain(self) -> None:
+        try:
+            n = self.send(self.pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            return self.close("client disconnected")
+        self.pending = self.pending[n:]
+        if not self.pending:
+            self.loop.remove_writer(self.fd)
+            if self.close_after and self.stream is None:
+                self.close()
+
+    def close(self, why: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.stream is not None:
+            self.stream.abort(why or "server stopped")
+            self.stream = None
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.sock.close()
 
     def done(self) -> None:
         """The current response is complete: close, or serve a request already buffered."""
         self.stream = None
         if self.close_after:
-            self.transport.close()
+            if not self.pending:
+                self.close()
         elif self.buf:
             self.parse()
 
     def reply(self, status: int, obj) -> None:
         body = obj if isinstance(obj, bytes) else orjson.dumps(obj)
-        self.transport.write(response(status, body))
-        if self.close_after:
-            self.transport.close()
+        self.write(response(status, body))
+        if self.close_after and not self.pending:
+            self.close()
 
     def fail(self, status: int, message: str) -> None:
         """Answer and close: after a framing error the rest of the byte stream means nothing."""
@@ -139,7 +225,7 @@ class Conn(asyncio.Protocol):
         self.reply(status, error_body(status, message))
 
     def parse(self) -> None:
-        while self.stream is None and not self.transport.is_closing():
+        while self.stream is None and not self.closed and not self.close_after:
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(self.buf) > MAX_HEAD:
@@ -160,13 +246,12 @@ class Conn(asyncio.Protocol):
                 return self.fail(413, "Request body too large.")
             if len(self.buf) < end + 4 + size:
                 return
-            received = perf_counter()
             body = bytes(self.buf[end + 4:end + 4 + size])
             del self.buf[:end + 4 + size]
             keep = headers.get("connection", "").lower()
             self.close_after = keep == "close" or (version == "HTTP/1.0" and keep != "keep-alive")
             rid = headers.get("x-request-id") or f"calib-{next(_ids)}"
-            self.route(method, target.split("?", 1)[0], body, rid, received)
+            self.route(method, target.split("?", 1)[0], body, rid, self.arrived)
 
     def route(self, method: str, path: str, raw: bytes, rid: str, received: float) -> None:
         info = self.info

@@ -30,6 +30,7 @@ def stream(port: int, path: str, body: dict, rid: str) -> dict:
            f"X-Request-Id: {rid}\r\nContent-Length: {len(raw)}\r\n\r\n").encode() + raw
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    before = time.perf_counter()
     sock.sendall(req)
     sent = time.perf_counter()
     buf, events, head = b"", [], None
@@ -48,7 +49,8 @@ def stream(port: int, path: str, body: dict, rid: str) -> dict:
                 break
             if size == 0:
                 sock.close()
-                return {"sent": sent, "head": head.decode().lower(), "events": events}
+                return {"before": before, "sent": sent, "head": head.decode().lower(),
+                        "events": events}
             payload, buf = rest[:size], rest[size + 2:]
             assert payload.startswith(b"data: ") and payload.endswith(b"\n\n")
             text = payload[6:-2].decode()
@@ -79,6 +81,9 @@ def test_streaming_completions_with_usage(server):
     assert r["events"][-3][1]["choices"][0]["finish_reason"] == "length"
     entry = read_log(server.log)["c1"]
     assert entry["tokens"] == [1] * 7 and entry["completion_tokens"] == 7
+    # received is the kernel's arrival stamp, taken while this client was still in sendall()
+    assert r["before"] <= entry["received"] <= entry["parsed"]
+    assert entry["received"] - r["sent"] < 1e-3
     assert entry["prompt_tokens"] == 4 and len(entry["sent"]) == len(entry["due"]) == 7
 
 
