@@ -161,6 +161,9 @@ def context(runs: list[Run]) -> str:
             hw.append(f"{n or len(gpus)}x {gpus[0].get('name')}")
         elif n:
             hw.append(f"{n} GPUs")
+        elif any(h in (r.manifest.get("server") or {}).get("base_url", "") for h in ("127.0.0.1", "localhost")):
+            # a server on the client's own host without GPUs: the CPU engine
+            hw.append(f"CPU {(r.manifest.get('client') or {}).get('cpu', 'unknown')}")
     return (f"model {distinct((r.manifest.get('server') or {}).get('model') for r in runs)}, "
             f"hardware {distinct(hw)}, "
             f"date {distinct((r.manifest.get('started') or '')[:10] for r in runs)}")
