@@ -112,7 +112,7 @@ class Runner:
             free = start
             for k in order:
                 due = start + (arrivals[k] if arrivals else 0.0)
-                if self.stopping or (deadline is not None and due > deadline):
+                if self.stopping or (deadline is not None and max(due, perf_counter()) > deadline):
                     return
                 delay = due - perf_counter()
                 if delay > 0:

@@ -120,3 +120,14 @@ def test_self_check_records_the_client_error_bar(calibration, tmp_path):
     assert check["ok"] and check["concurrency"] == 4 and check["requests"] == 8
     assert abs(check["ttft_mean_error_ms"]) < 5 and abs(check["itl_p99_error_ms"]) < 5
     assert check["server_send_lag"]["chunks"] == 8 * 32 + 1  # and the one token of the length probe
+
+
+def test_duration_ends_a_closed_loop_before_its_prompts_run_out(calibration, tmp_path):
+    server = calibration(ttft_ms=5, itl_ms=10)
+    out = tmp_path / "run"
+    assert bench_run(server, out, "--concurrency", "2", "--num-prompts", "1000", "--duration", "1",
+                     "--input-len", "20", "--output-len", "10") == 0
+    recs = list(read_records(out / "requests.jsonl"))
+    # each request takes ~0.1 s, two at a time: about 20 fit in one second, never 1000
+    assert 4 <= len(recs) <= 60 and all(r.ok for r in recs)
+    assert max(r.sent for r in recs) - min(r.sent for r in recs) <= 1.0
