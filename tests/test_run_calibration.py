@@ -131,3 +131,18 @@ def test_duration_ends_a_closed_loop_before_its_prompts_run_out(calibration, tmp
     # each request takes ~0.1 s, two at a time: about 20 fit in one second, never 1000
     assert 4 <= len(recs) <= 60 and all(r.ok for r in recs)
     assert max(r.sent for r in recs) - min(r.sent for r in recs) <= 1.0
+
+
+def test_open_loop_sends_on_the_seeded_schedule(calibration, tmp_path):
+    from bench.schedule import arrival_times
+
+    server = calibration(ttft_ms=5, itl_ms=5)
+    out = tmp_path / "run"
+    assert bench_run(server, out, "--rate", "40", "--burstiness", "0.5", "--num-prompts", "30", "--seed", "3",
+                     "--input-len", "20", "--output-len", "4") == 0
+    recs = sorted(read_records(out / "requests.jsonl"), key=lambda r: r.id)
+    planned = arrival_times(30, 40.0, 0.5, seed=3)
+    start = recs[0].scheduled
+    assert [r.scheduled - start for r in recs] == pytest.approx(planned, abs=1e-6)
+    lags = [r.sent - r.scheduled for r in recs]
+    assert max(lags) < 0.02, f"the client fell {max(lags) * 1e3:.1f} ms behind its schedule"
