@@ -1,11 +1,13 @@
 """Calibration server: an OpenAI-compatible streaming server whose timing is known exactly.
 
 It generates nothing. A request asking for N tokens gets N fixed tokens (" tok"), k per chunk,
-the first chunk due `ttft` after the request was fully received and chunk i due `i * itl`
-after the first, on a fixed schedule so lateness never compounds. Every chunk's planned and
-actual send time goes to a JSONL log, the truth a benchmark client's measurements are checked
-against. One scheduler wakes (timerfd, sub-ms) at the next due time and writes every due chunk
-of every stream, so one core keeps up with tens of thousands of chunks per second.
+the first chunk due `ttft` after the request reached the socket (the kernel's arrival stamp,
+so a busy server cannot start the clock late) and chunk i due `i * itl` after the first, on a
+fixed schedule so lateness never compounds. Every chunk's planned and actual send time goes
+to a JSONL log, the truth a benchmark client's measurements are checked against. One
+scheduler wakes (timerfd, sub-ms) at the next due time, writes every due chunk of every
+stream and parses new requests in the gaps, so one core keeps up with tens of thousands of
+chunks per second.
 
     python -m bench.calibration --port 8100 --ttft-ms 50 --itl-ms 20 --log calib.jsonl
 
@@ -39,6 +41,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import orjson
@@ -61,17 +64,21 @@ class _Itimerspec(ctypes.Structure):
 
 
 class Scheduler:
-    """One heap of (due, seq, stream) and one wake-up, set to the earliest due time.
+    """Sends every stream's chunks on time from one heap of (due, seq, stream), and parses
+    waiting requests in the gaps.
 
+    Earliest deadline first: a request that has waited `parse_by` (half the default TTFT; its
+    own first chunk is due TTFT after arrival) goes before chunks that are overdue by less.
     The wake-up is a timerfd on CLOCK_MONOTONIC (perf_counter's clock) at an absolute time,
     because asyncio and uvloop timers round to whole milliseconds.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, log_fd: int):
-        self.loop, self.log_fd = loop, log_fd
+    def __init__(self, loop: asyncio.AbstractEventLoop, log_fd: int, parse_by: float):
+        self.loop, self.log_fd, self.parse_by = loop, log_fd, parse_by
         self.heap: list = []
+        self.backlog: deque = deque()  # connections holding a request not parsed yet
         self.seq = itertools.count()
-        self.armed: float | None = None
+        self.armed: float | None = None  # when the pending wake-up comes; None: none pending
         self.active: set[Stream] = set()
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.fd = self.libc.timerfd_create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # 1 = CLOCK_MONOTONIC
@@ -86,6 +93,17 @@ class Scheduler:
         if self.armed is None or due - EARLY < self.armed:
             self._arm(due - EARLY)
 
+    def defer(self, conn) -> None:
+        """Queue a connection whose request is in: its clock already runs from the arrival
+        stamp, so parsing it may wait for a gap between chunks that are due."""
+        self.backlog.append(conn)
+        if self.armed is None or self.armed > perf_counter():
+            self._soon()
+
+    def _soon(self) -> None:
+        self.armed = 0.0
+        self.loop.call_soon(self._wake)
+
     def _arm(self, t: float) -> None:
         self.armed = t
         sec = int(t)
@@ -99,26 +117,27 @@ class Scheduler:
         except BlockingIOError:
             pass
         self.armed = None
-        heap, pop, replace, clock = self.heap, heapq.heappop, heapq.heapreplace, perf_counter
+        heap, backlog, pop, replace = self.heap, self.backlog, heapq.heappop, heapq.heapreplace
+        clock = perf_counter
         start = now = clock()
-        # Send every due chunk; spin through gaps shorter than EARLY (a sleep and a wake-up cost
-        # more, and arrive late), but hand the loop back after BATCH so requests keep being read.
-        while heap and now - start < BATCH:
-            due, seq, stream = heap[0]
-            if due > now:
-                if due - now > EARLY:
-                    break
-                while clock() < due:
-                    pass
-            nxt = stream.send(due)
-            if nxt is None:
-                pop(heap)
-            else:
-                replace(heap, (nxt, seq, stream))
+        # Due chunks and waiting requests by deadline; a gap shorter than EARLY is spun through
+        # (a sleep costs more and wakes late); every BATCH the loop goes back to the sockets.
+        while now - start < BATCH:
+            if heap and heap[0][0] <= now and not (
+                    backlog and backlog[0].arrived + self.parse_by < heap[0][0]):
+                due, seq, stream = heap[0]
+                nxt = stream.send(due)
+                if nxt is None:
+                    pop(heap)
+                else:
+                    replace(heap, (nxt, seq, stream))
+            elif backlog:
+                backlog.popleft().parse()
+            elif not heap or heap[0][0] - now > EARLY:
+                break
             now = clock()
-        if heap and heap[0][0] - EARLY <= now:  # behind: come back right after pending I/O,
-            self.armed = now                    # cheaper than re-arming the timer
-            self.loop.call_soon(self._wake)
+        if backlog or (heap and heap[0][0] - EARLY <= now):
+            self._soon()  # still behind: back right after pending I/O, no timer needed
         elif heap:
             self._arm(heap[0][0] - EARLY)
 
@@ -129,7 +148,7 @@ class Scheduler:
 
     def shutdown(self) -> None:
         for stream in list(self.active):
-            stream.abort("server stopped")
+            stream.finish("server stopped")
 
 
 # ---- the process: arguments, start, stop ---------------------------------------------------
@@ -171,7 +190,7 @@ async def serve(args: argparse.Namespace) -> None:
     sock.listen(4096)
     sock.setblocking(False)
     log_fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-    sched = Scheduler(loop, log_fd)
+    sched = Scheduler(loop, log_fd, parse_by=args.ttft_ms / 2e3)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -256,7 +275,7 @@ def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> int:
 # ---- reading the log -----------------------------------------------------------------------
 
 def read_log(path: str | Path) -> dict[str, dict]:
-    """The server log as {request id: entry}; the fields are in the module docstring."""
+    """The server log as {request id: entry}; the module docstring lists the fields."""
     out = {}
     with open(path, "rb") as f:
         for line in f:

@@ -1,8 +1,9 @@
 """The calibration server's HTTP side: a minimal HTTP/1.1 server and the paced stream writer.
 
-Raw non-blocking sockets on the asyncio loop, no web framework: the per-chunk cost is two list
-appends and one send() of bytes encoded when the request arrived. Responses mirror vLLM behind
-uvicorn: keep-alive, streams in Transfer-Encoding: chunked, one SSE event per HTTP chunk.
+Raw non-blocking sockets on the asyncio loop, no web framework: the per-chunk cost is one
+clock read, one array append and one send() of bytes encoded when the request arrived.
+Responses mirror vLLM behind uvicorn: keep-alive, streams in Transfer-Encoding: chunked, one
+SSE event per HTTP chunk.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import itertools
 import socket
 import struct
 import time
+from array import array
 
 import orjson
 
@@ -32,7 +34,7 @@ def response(status: int, body: bytes, extra: str = "") -> bytes:
 
 
 class Stream:
-    """One response on its schedule (chunk i due at first + i * itl), logging as it goes.
+    """One response on its schedule (chunk i due at first + i * itl), logging when it ends.
 
     Middle chunks are one pre-encoded bytes object (`plain`); `edge(i)` encodes the others: the
     first (chat's role chunk travels with it), the last (finish_reason) and, with continuous
@@ -40,14 +42,17 @@ class Stream:
     the log line is written, so a client that saw the end can read its entry.
     """
     __slots__ = ("conn", "sched", "entry", "i", "last", "first", "itl", "plain", "edge", "tail",
-                 "due_append", "sent_append", "write", "dead")
+                 "sent", "sent_append", "write", "dead")
 
     def __init__(self, conn: Conn, entry: dict, first: float, itl: float, chunks: int,
                  plain: bytes | None, edge, tail: bytes = b""):
         self.conn, self.sched, self.entry = conn, conn.sched, entry
         self.i, self.last, self.first, self.itl = 0, chunks - 1, first, itl
         self.plain, self.edge, self.tail, self.dead = plain, edge, tail, False
-        self.due_append, self.sent_append = entry["due"].append, entry["sent"].append
+        # Doubles in one array, not float objects scattered over the heap: the log line is
+        # written in the busiest moment (many streams ending at once), and that is cheaper.
+        self.sent = array("d")
+        self.sent_append = self.sent.append
         self.write = conn.write
 
     def send(self, due: float) -> float | None:
@@ -56,12 +61,10 @@ class Stream:
             return None
         i = self.i
         frame = self.plain if 0 < i < self.last and self.plain else self.edge(i)
-        self.due_append(due)
         self.sent_append(perf_counter())
         self.write(frame)
         if i == self.last:
-            self.dead = True
-            self.sched.finished(self, self.entry)
+            self.finish()
             if self.tail:
                 self.write(self.tail)
             self.sched.loop.call_soon(self.conn.done)  # not now: the scheduler owns the heap
@@ -69,19 +72,25 @@ class Stream:
         self.i = i + 1
         return self.first + self.i * self.itl
 
-    def abort(self, why: str) -> None:
-        if not self.dead:
-            self.dead = True
-            self.entry["error"] = why
-            self.sched.finished(self, self.entry)
+    def finish(self, error: str = "") -> None:
+        if self.dead:
+            return
+        self.dead = True
+        first, itl, entry = self.first, self.itl, self.entry
+        entry["due"] = [first + i * itl for i in range(len(self.sent))]  # as the heap had them
+        entry["sent"] = self.sent.tolist()
+        if error:  # cut short: tokens only for the chunks that went
+            entry["error"] = error
+            entry["tokens"] = entry["tokens"][:len(self.sent)]
+        self.sched.finished(self, entry)
 
 
 def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float) -> None:
     """Plan the chunks, encode their bytes once and hand the stream to the scheduler."""
     plan = parse_request(body, chat, conn.info)
     tokens = plan.tokens if plan.stream else [plan.max_tokens]
-    entry = {"id": rid, "received": received, "parsed": perf_counter(), "due": [], "sent": [],
-             "tokens": tokens, "prompt_tokens": plan.prompt, "completion_tokens": plan.max_tokens,
+    entry = {"id": rid, "received": received, "parsed": perf_counter(), "tokens": tokens,
+             "prompt_tokens": plan.prompt, "completion_tokens": plan.max_tokens,
              "stream": plan.stream, "api": "chat" if chat else "completions",
              "ttft_ms": plan.ttft * 1e3, "itl_ms": plan.itl * 1e3, "tokens_per_chunk": plan.k}
     first = received + plan.ttft
@@ -117,6 +126,9 @@ class Listener:
 
     def __init__(self, sock: socket.socket, sched, info: dict):
         self.sock, self.sched, self.info = sock, sched, info
+        # On the listener too: the kernel then stamps from the start, and accepted sockets
+        # inherit it, so a request sent right after connect() is stamped as well.
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sched.loop.add_reader(sock.fileno(), self.accept)
 
     def accept(self) -> None:
@@ -148,7 +160,7 @@ class Conn:
         self.buf, self.pending = bytearray(), b""
         self.stream: Stream | None = None
         self.arrived = 0.0
-        self.close_after = self.closed = False
+        self.close_after = self.closed = self.queued = False
         self.loop.add_reader(self.fd, self.readable)
 
     def readable(self) -> None:
@@ -162,8 +174,13 @@ class Conn:
             return self.close("client disconnected")
         self.arrived = kernel_arrival(anc) or perf_counter()
         self.buf += data
-        if self.stream is None:
-            self.parse()
+        self.defer()
+
+    def defer(self) -> None:
+        """Let the scheduler parse what came in when no chunk is due (see Scheduler.defer)."""
+        if self.stream is None and not self.queued:
+            self.queued = True
+            self.sched.defer(self)
 
     def write(self, data: bytes) -> None:
         """Send now; what the kernel will not take yet waits for the socket to drain."""
@@ -198,7 +215,7 @@ class Conn:
             return
         self.closed = True
         if self.stream is not None:
-            self.stream.abort(why or "server stopped")
+            self.stream.finish(why or "server stopped")
             self.stream = None
         self.loop.remove_reader(self.fd)
         self.loop.remove_writer(self.fd)
@@ -211,7 +228,7 @@ class Conn:
             if not self.pending:
                 self.close()
         elif self.buf:
-            self.parse()
+            self.defer()
 
     def reply(self, status: int, obj) -> None:
         body = obj if isinstance(obj, bytes) else orjson.dumps(obj)
@@ -225,6 +242,7 @@ class Conn:
         self.reply(status, error_body(status, message))
 
     def parse(self) -> None:
+        self.queued = False
         while self.stream is None and not self.closed and not self.close_after:
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:

@@ -223,6 +223,7 @@ def test_stop_logs_unfinished_streams_and_pins_cpu(tmp_path):
     sock.close()
     entry = read_log(log)["s1"]
     assert entry["error"] == "server stopped" and len(entry["sent"]) == 1
+    assert entry["tokens"] == [1] and len(entry["due"]) == 1
 
 
 def test_port_in_use_is_one_sentence_and_exit_2(tmp_path, capsys):
