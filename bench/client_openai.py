@@ -27,7 +27,8 @@ class OpenAITransport:
     async def preconnect(self, n: int) -> None:
         """The SDK pools connections itself; nothing to open ahead."""
 
-    async def send(self, body: dict, request_id: str, rec: Record) -> float:
+    async def send(self, body: dict, request_id: str, rec: Record):
+        """Send one request; return (end time, a function that fills `rec`), as RawTransport."""
         body = dict(body)
         known = {"model", "prompt", "messages", "max_tokens", "stream", "stream_options", "temperature"}
         extra = {k: body.pop(k) for k in list(body) if k not in known}
@@ -45,8 +46,8 @@ class OpenAITransport:
             parser.finished = True
             parser._fail("http_4xx" if 400 <= parser.status < 500 else "http_5xx" if parser.status else "connection",
                          str(e))
-        parser.fill(rec, self.count)
-        return perf_counter()
+        end = perf_counter()
+        return end, lambda: parser.fill(rec, self.count)
 
     async def close(self) -> None:
         await self.client.close()

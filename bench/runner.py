@@ -63,9 +63,10 @@ class Runner:
         rec = Record(id=rid, warmup=warmup, scheduled=scheduled, sent=0.0,
                      input_len=prompt.input_len, output_len=prompt.output_len)
         self.progress.in_flight += 1
+        fill = None
         try:
             async with asyncio.timeout(timeout):  # no extra task, unlike wait_for on 3.11
-                end = await self.transport.send(self.make_body(prompt), f"bench-{self.run_id}-{rec.id}", rec)
+                end, fill = await self.transport.send(self.make_body(prompt), f"bench-{self.run_id}-{rec.id}", rec)
         except TimeoutError:
             end = self._failed(rec, "timeout", f"no complete response within {timeout:g} s")
         except asyncio.CancelledError:
@@ -74,8 +75,8 @@ class Runner:
             raise
         except (OSError, ConnectionError) as e:
             end = self._failed(rec, "connection", f"{type(e).__name__}: {e}")
-        # Written in a later callback so that this worker's next request goes out first.
-        asyncio.get_running_loop().call_soon(self._write, rec)
+        # Parsed and written in a later callback, so that this worker's next request goes out first.
+        asyncio.get_running_loop().call_soon(self._write, rec, fill)
         return end
 
     def _failed(self, rec: Record, kind: str, message: str) -> float:
@@ -84,7 +85,9 @@ class Runner:
         rec.error_kind, rec.error = kind, message
         return now
 
-    def _write(self, rec: Record) -> None:
+    def _write(self, rec: Record, fill=None) -> None:
+        if fill is not None:
+            fill()
         t0 = self.t0
         for name in _TIMES:
             v = getattr(rec, name)

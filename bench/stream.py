@@ -7,12 +7,80 @@ when the server sends no per-chunk usage, one that carries non-empty generated t
 """
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from bench.records import Record
 
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
+_EVENT_END = b"\n\n\r\n"  # an SSE event's blank line, then the CRLF that closes its HTTP chunk
+
+
+def is_streaming_head(data: bytes) -> bool:
+    """Whether `data` starts a 200 response with a chunked body (a stream), head complete."""
+    end = data.find(b"\r\n\r\n")
+    return end > 0 and data.startswith(b"HTTP/1.1 200") and b"chunked" in data[:end].lower()
+
+
+class FastStream:
+    """The common case, read by read and without decoding JSON: a 200 chunked stream whose
+    every read ends on an event boundary and whose every event carries cumulative usage
+    (continuous_usage_stats, as vLLM and SGLang send it). A content chunk is an event whose
+    completion-token count advanced. Once a read breaks the pattern, `ok` turns False and
+    the response goes through the general parser instead."""
+
+    __slots__ = ("ok", "events", "counted", "seen", "times", "tokens", "last")
+
+    def __init__(self) -> None:
+        self.ok, self.events, self.counted, self.seen = True, 0, 0, 0
+        self.times: list[float] = []
+        self.tokens: list[int] = []
+        self.last = b""  # the last read that carried usage
+
+    def read(self, data: bytes, t: float) -> None:
+        if data.endswith(b"0\r\n\r\n"):
+            data = data[:-5]  # the zero-size chunk that ends the body
+        if data and (not data.endswith(_EVENT_END) or b'"error"' in data):
+            self.ok = False
+            return
+        self.events += data.count(b"data: {")  # JSON events; [DONE] is not one
+        found = _COMPLETION_TOKENS.findall(data)
+        for m in found:
+            done = int(m)
+            if done > self.seen:
+                self.times.append(t)
+                self.tokens.append(done - self.seen)
+                self.seen = done
+        if found:
+            self.counted += len(found)
+            self.last = data
+
+    def usable(self) -> bool:
+        return self.ok and self.counted == self.events and bool(self.times)
+
+    def prompt_tokens(self) -> int | None:
+        """From the last event that carried usage (the final usage chunk), found once, at the end."""
+        found = _PROMPT_TOKENS.findall(self.last)
+        return int(found[-1]) if found else None
+
 
 class StreamParser:
+    @classmethod
+    def from_pieces(cls, api: str, pieces: list[tuple[bytes, float]], fast: FastStream | None = None):
+        """A parsed response: from `fast` when it held, else from the raw (bytes, time) pieces."""
+        parser = cls(api)
+        if fast is not None and fast.usable():
+            parser.status, parser.head_done, parser.finished = 200, True, True
+            parser.times, parser.tokens, parser.texts = fast.times, fast.tokens, [""] * len(fast.times)
+            parser.seen_tokens = parser.completion_tokens = fast.seen
+            parser.prompt_tokens = fast.prompt_tokens()
+        else:
+            for data, t in pieces:
+                parser.feed(data, t)
+        return parser
+
     def __init__(self, api: str):
         self.chat = api == "chat"
         self.buf = b""           # unparsed HTTP bytes (head, or chunked framing)

@@ -2,7 +2,7 @@
 import json
 
 from bench.records import Record
-from bench.stream import StreamParser
+from bench.stream import FastStream, StreamParser
 
 
 def sse(obj) -> bytes:
@@ -77,3 +77,53 @@ def test_error_event_mid_stream_is_recorded():
     data = HEAD + chunked(sse(completion("a", 1)), sse({"error": {"message": "engine died"}}))
     _, rec = parse(data)
     assert rec.error_kind == "stream_error" and "engine died" in rec.error
+
+
+def reads_at_event_boundaries(body: bytes) -> list[bytes]:
+    """Cut a response where a server that flushes every event would: after each HTTP chunk."""
+    head_end = body.index(b"\r\n\r\n") + 4
+    cuts = [head_end] + [i + 4 for i in range(len(body)) if body.startswith(b"\n\n\r\n", i)]
+    edges = [0] + cuts + [len(body)]
+    return [body[a:b] for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def fast_count(pieces) -> FastStream:
+    """What the connection does read by read: the head's read counts from its body on."""
+    fast = FastStream()
+    for i, (data, t) in enumerate(pieces):
+        fast.read(data.split(b"\r\n\r\n", 1)[1] if i == 0 else data, t)
+    return fast
+
+
+def test_fast_path_agrees_with_the_general_parser():
+    reads = reads_at_event_boundaries(BODY)
+    pieces = [(data, float(i)) for i, data in enumerate(reads)]
+    fast = fast_count(pieces)
+    assert fast.usable(), "a clean stream with continuous usage should take the fast path"
+    for p in (StreamParser.from_pieces("completions", pieces, fast), StreamParser.from_pieces("completions", pieces)):
+        rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+        p.fill(rec)
+        assert (rec.chunk_times, rec.chunk_tokens, rec.completion_tokens, rec.prompt_tokens, rec.error) == \
+            ([1.0, 2.0, 4.0], [1, 2, 1], 4, 5, "")
+
+
+def test_reads_that_split_an_event_fall_back_to_the_general_parser():
+    cut = BODY.index(b'"completion_tokens"', len(HEAD)) + 5  # inside the first event's usage
+    pieces = [(BODY[:cut], 1.0), (BODY[cut:], 2.0)]
+    fast = fast_count(pieces)
+    assert not fast.usable()
+    rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    StreamParser.from_pieces("completions", pieces, fast).fill(rec)
+    assert rec.chunk_times[0] == 2.0 and rec.chunk_tokens == [1, 2, 1] and rec.completion_tokens == 4
+
+
+def test_final_usage_only_is_not_mistaken_for_per_chunk_usage():
+    events = [{"choices": [{"text": "ab"}]}, {"choices": [{"text": "c"}]},
+              {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}, b"[DONE]"]
+    body = HEAD + chunked(*(sse(e) for e in events))
+    pieces = [(d, float(i)) for i, d in enumerate(reads_at_event_boundaries(body))]
+    fast = fast_count(pieces)
+    assert not fast.usable()
+    rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    StreamParser.from_pieces("completions", pieces, fast).fill(rec, count=len)
+    assert rec.chunk_tokens == [2, 1] and rec.completion_tokens == 3 and rec.usage_source == "server"
