@@ -17,9 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from bench.records import Record
-from bench.stream import FastStream, StreamParser, is_streaming_head
-
-END = b"\r\n0\r\n\r\n"  # the last data chunk's CRLF and the zero-size chunk that ends the body
+from bench.stream import ResponseReader
 
 
 class _Connection(asyncio.Protocol):
@@ -27,9 +25,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.pieces: list[tuple[bytes, float]] | None = None  # (bytes, arrival time) of this response
-        self.parser: StreamParser | None = None  # only for responses that are not a 200 chunked stream
-        self.fast: FastStream | None = None      # the common case, counted as it arrives
+        self.reader: ResponseReader | None = None
         self.done: asyncio.Future | None = None
         self.closed = False
 
@@ -40,30 +36,13 @@ class _Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def start(self, api: str) -> asyncio.Future:
-        self.pieces, self.parser, self.fast = [], None, FastStream()
-        self.api = api
+        self.reader = ResponseReader(api)
         self.done = asyncio.get_running_loop().create_future()
         return self.done
 
     def data_received(self, data: bytes) -> None:
         t = perf_counter()  # first: the arrival time must not include our own work
-        pieces = self.pieces
-        if pieces is None:
-            return
-        pieces.append((data, t))  # kept for the general parser, should the fast path not hold
-        if self.parser is None and len(pieces) == 1 and not is_streaming_head(data):
-            self.parser = StreamParser(self.api)  # an error or unusual response: parse as it comes
-        if self.parser is not None:
-            self.parser.feed(data, t)
-            if self.parser.finished:
-                self._end(t)
-            return
-        if len(pieces) == 1:
-            data = data[data.find(b"\r\n\r\n") + 4:]  # the head, checked above
-        fast = self.fast
-        if fast.ok:
-            fast.read(data, t)
-        if data.endswith(END) or (len(data) < len(END) and b"".join(p for p, _ in pieces[-2:]).endswith(END)):
+        if self.reader is not None and self.reader.feed(data, t):
             self._end(t)
 
     def _end(self, t: float | None) -> None:
@@ -72,14 +51,15 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        if self.reader is not None and self.reader.general is not None and self.reader.general.until_close:
+            self.reader.general.finished = True  # a body delimited by the connection's end
         self._end(None)  # the parse decides whether the response was complete
 
-    def take(self):
-        """This response's raw pieces, its fast count, and whether the connection can be reused."""
-        pieces, fast = self.pieces, self.fast
-        self.pieces, self.parser, self.done, self.fast = None, None, None, None
-        head = pieces[0][0][:pieces[0][0].find(b"\r\n\r\n")].lower() if pieces else b""
-        return pieces, fast, not self.closed and b"connection: close" not in head
+    def take(self) -> tuple[ResponseReader, bool]:
+        """This response's reader, and whether the connection can carry another request."""
+        reader, self.reader, self.done = self.reader, None, None
+        keep = reader.general.keep_alive if reader.general is not None else reader.keep_alive
+        return reader, keep and not self.closed
 
 
 class RawTransport:
@@ -134,18 +114,15 @@ class RawTransport:
         except BaseException:
             conn.transport.close()  # a half-read response poisons the connection
             conn.closed = True
-            pieces, fast, _ = conn.take()
-            self._fill(pieces, fast, rec)
+            reader, _ = conn.take()
+            reader.result().fill(rec, self.count)
             raise
-        pieces, fast, reusable = conn.take()
+        reader, reusable = conn.take()
         if reusable:
             self._idle.append(conn)
         else:
             conn.transport.close()
-        return (end if end is not None else perf_counter()), lambda: self._fill(pieces, fast, rec)
-
-    def _fill(self, pieces: list[tuple[bytes, float]], fast: FastStream | None, rec: Record) -> None:
-        StreamParser.from_pieces(self.api, pieces, fast).fill(rec, self.count)
+        return (end if end is not None else perf_counter()), lambda: reader.result().fill(rec, self.count)
 
     async def close(self) -> None:
         for conn in self._idle:

@@ -105,8 +105,11 @@ def engine_rows(concurrencies: list[int], n: int, reps: int, work: Path) -> list
     try:
         base = f"http://127.0.0.1:{port}"
         for c in concurrencies:
+            # The CPU engine compiles a graph for each new batch shape: warm it up first, unmeasured.
+            ours(base, c, 2 * c, work / f"engine-warmup-c{c}", cpu=None)
             for rep in range(1, reps + 1):
-                for client in ("bench", "vllm"):
+                order = ("bench", "vllm") if rep % 2 else ("vllm", "bench")  # cancel drift between runs
+                for client in order:
                     out = work / f"engine-{client}-c{c}-{rep}"
                     if client == "bench":
                         _, res = ours(base, c, n, out, cpu=None)

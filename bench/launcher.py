@@ -165,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             command = args.command[1:] if args.command[:1] == ["--"] else args.command
             if not command:
                 raise LaunchError("no server command given after --")
-            start(args.name, command, args.host, args.port, args.timeout, args.ready_path)
+            pid = start(args.name, command, args.host, args.port, args.timeout, args.ready_path)
             if args.engine:
                 from bench import serverinfo
+                # with the pid, a record outlives its server by nothing: read() forgets it
                 serverinfo.write(port=args.port, engine=args.engine, label=args.label or args.engine,
-                                 version=args.version, model=None, gpus=0, command=shlex.join(command))
+                                 version=args.version, model=None, gpus=0, command=shlex.join(command), pid=pid)
         else:
             stop(args.name)
     except LaunchError as e:

@@ -24,63 +24,102 @@ def is_streaming_head(data: bytes) -> bool:
     return end > 0 and data.startswith(b"HTTP/1.1 200") and b"chunked" in data[:end].lower()
 
 
+END = b"\r\n0\r\n\r\n"  # the last data chunk's CRLF and the zero-size chunk that ends the body
+
+
 class FastStream:
     """The common case, read by read and without decoding JSON: a 200 chunked stream whose
-    every read ends on an event boundary and whose every event carries cumulative usage
+    reads end on event boundaries and whose events all carry cumulative usage
     (continuous_usage_stats, as vLLM and SGLang send it). A content chunk is an event whose
-    completion-token count advanced. Once a read breaks the pattern, `ok` turns False and
-    the response goes through the general parser instead."""
+    completion-token count advanced. `read` refuses a read that breaks the pattern, leaving
+    the state as it was, so the general parser can take over from that read on."""
 
-    __slots__ = ("ok", "events", "counted", "seen", "times", "tokens", "last")
+    __slots__ = ("seen", "counted", "times", "tokens", "last")
 
     def __init__(self) -> None:
-        self.ok, self.events, self.counted, self.seen = True, 0, 0, 0
+        self.seen = self.counted = 0
         self.times: list[float] = []
         self.tokens: list[int] = []
         self.last = b""  # the last read that carried usage
 
-    def read(self, data: bytes, t: float) -> None:
-        if data.endswith(b"0\r\n\r\n"):
-            data = data[:-5]  # the zero-size chunk that ends the body
-        if data and (not data.endswith(_EVENT_END) or b'"error"' in data):
-            self.ok = False
-            return
-        self.events += data.count(b"data: {")  # JSON events; [DONE] is not one
-        found = _COMPLETION_TOKENS.findall(data)
-        for m in found:
-            done = int(m)
-            if done > self.seen:
-                self.times.append(t)
-                self.tokens.append(done - self.seen)
-                self.seen = done
+    def read(self, data: bytes, t: float) -> bool:
+        body = data[:-5] if data.endswith(b"0\r\n\r\n") else data  # drop the zero-size chunk
+        if body and (not body.endswith(_EVENT_END) or b'"error"' in body):
+            return False
+        found = _COMPLETION_TOKENS.findall(body)
+        if len(found) != body.count(b"data: {"):  # an event without usage: not our shape
+            return False
         if found:
+            seen = self.seen
+            for m in found:
+                done = int(m)
+                if done > seen:
+                    self.times.append(t)
+                    self.tokens.append(done - seen)
+                    seen = done
+            self.seen = seen
             self.counted += len(found)
-            self.last = data
+            self.last = body
+        return True
 
-    def usable(self) -> bool:
-        return self.ok and self.counted == self.events and bool(self.times)
+    def parser(self, api: str, finished: bool) -> "StreamParser":
+        """A general parser holding what was counted so far, positioned after the last read."""
+        p = StreamParser(api)
+        p.status, p.head_done, p.chunked, p.finished = 200, True, True, finished
+        p.times, p.tokens, p.texts = self.times, self.tokens, [""] * len(self.times)
+        p.seen_tokens = self.seen
+        if self.counted:
+            p.completion_tokens = self.seen
+            found = _PROMPT_TOKENS.findall(self.last)
+            p.prompt_tokens = int(found[-1]) if found else None
+        return p
 
-    def prompt_tokens(self) -> int | None:
-        """From the last event that carried usage (the final usage chunk), found once, at the end."""
-        found = _PROMPT_TOKENS.findall(self.last)
-        return int(found[-1]) if found else None
+
+class ResponseReader:
+    """One response as it arrives: counted by FastStream while the stream keeps the common
+    shape, by the general StreamParser from the first read that does not (or from the start,
+    for anything but a 200 chunked stream)."""
+
+    __slots__ = ("api", "fast", "general", "fresh", "tail", "ended", "keep_alive")
+
+    def __init__(self, api: str):
+        self.api = api
+        self.fast = FastStream()
+        self.general: StreamParser | None = None
+        self.fresh = True
+        self.tail = b""
+        self.ended = False
+        self.keep_alive = True
+
+    def feed(self, data: bytes, t: float) -> bool:
+        """Take one read that arrived at `t`; True once the response is complete."""
+        if self.general is None:
+            if self.fresh:
+                self.fresh = False
+                if not is_streaming_head(data):
+                    self.general = StreamParser(self.api)
+                    return self._general(data, t)
+                head_end = data.find(b"\r\n\r\n")
+                self.keep_alive = b"connection: close" not in data[:head_end].lower()
+                data = data[head_end + 4:]
+            if self.fast.read(data, t):
+                if data.endswith(END) or (len(data) < len(END) and (self.tail + data).endswith(END)):
+                    self.ended = True
+                self.tail = data  # only its last bytes matter, when the next read is short
+                return self.ended
+            self.general = self.fast.parser(self.api, finished=False)
+        return self._general(data, t)
+
+    def _general(self, data: bytes, t: float) -> bool:
+        self.general.feed(data, t)
+        return self.general.finished
+
+    def result(self) -> "StreamParser":
+        """The parsed response (complete or not: fill() says which)."""
+        return self.general or self.fast.parser(self.api, finished=self.ended)
 
 
 class StreamParser:
-    @classmethod
-    def from_pieces(cls, api: str, pieces: list[tuple[bytes, float]], fast: FastStream | None = None):
-        """A parsed response: from `fast` when it held, else from the raw (bytes, time) pieces."""
-        parser = cls(api)
-        if fast is not None and fast.usable():
-            parser.status, parser.head_done, parser.finished = 200, True, True
-            parser.times, parser.tokens, parser.texts = fast.times, fast.tokens, [""] * len(fast.times)
-            parser.seen_tokens = parser.completion_tokens = fast.seen
-            parser.prompt_tokens = fast.prompt_tokens()
-        else:
-            for data, t in pieces:
-                parser.feed(data, t)
-        return parser
-
     def __init__(self, api: str):
         self.chat = api == "chat"
         self.buf = b""           # unparsed HTTP bytes (head, or chunked framing)
@@ -155,15 +194,18 @@ class StreamParser:
                 if len(buf) < 2:
                     break
                 buf, self.remaining = buf[2:], -1
+            if self.remaining == -3:  # after the zero-size chunk: (trailers and) an empty line
+                if buf.startswith(b"\r\n") or b"\r\n\r\n" in buf:
+                    self.finished, buf = True, b""
+                break
             nl = buf.find(b"\r\n")
             if nl < 0:
                 break
             size = int(buf[:nl].split(b";")[0], 16)
             buf = buf[nl + 2:]
             if size == 0:
-                self.finished = True  # trailers, if any, are ignored
-                buf = b""
-                break
+                self.remaining = -3  # finished only with the last CRLF, or it would be read as the next response
+                continue
             self.remaining = size
         self.buf = buf
         self._body(b"".join(pieces), t)

@@ -2,7 +2,7 @@
 import json
 
 from bench.records import Record
-from bench.stream import FastStream, StreamParser
+from bench.stream import ResponseReader, StreamParser
 
 
 def sse(obj) -> bytes:
@@ -87,43 +87,46 @@ def reads_at_event_boundaries(body: bytes) -> list[bytes]:
     return [body[a:b] for a, b in zip(edges, edges[1:]) if b > a]
 
 
-def fast_count(pieces) -> FastStream:
-    """What the connection does read by read: the head's read counts from its body on."""
-    fast = FastStream()
-    for i, (data, t) in enumerate(pieces):
-        fast.read(data.split(b"\r\n\r\n", 1)[1] if i == 0 else data, t)
-    return fast
+def read_all(reads) -> tuple[ResponseReader, Record]:
+    """Feed reads (bytes, arrival time) as the connection does; the reader and its record."""
+    reader = ResponseReader("completions")
+    finished = [reader.feed(data, t) for data, t in reads]
+    assert finished[-1] and not any(finished[:-1])
+    rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    reader.result().fill(rec, count=len)
+    return reader, rec
 
 
 def test_fast_path_agrees_with_the_general_parser():
+    reads = [(data, float(i)) for i, data in enumerate(reads_at_event_boundaries(BODY))]
+    reader, rec = read_all(reads)
+    assert reader.general is None, "a clean stream with continuous usage should stay on the fast path"
+    _, general = parse(BODY)
+    assert (rec.chunk_tokens, rec.completion_tokens, rec.prompt_tokens, rec.error) == \
+        (general.chunk_tokens, general.completion_tokens, general.prompt_tokens, general.error) == ([1, 2, 1], 4, 5, "")
+    assert rec.chunk_times == [1.0, 2.0, 4.0]
+
+
+def test_every_cut_through_the_reader_gives_the_same_record():
+    for cut in range(1, len(BODY)):
+        _, rec = read_all([(BODY[:cut], 1.0), (BODY[cut:], 2.0)])
+        assert (rec.chunk_tokens, rec.completion_tokens, rec.prompt_tokens, rec.error) == ([1, 2, 1], 4, 5, ""), cut
+
+
+def test_a_read_that_splits_an_event_hands_over_to_the_general_parser():
     reads = reads_at_event_boundaries(BODY)
-    pieces = [(data, float(i)) for i, data in enumerate(reads)]
-    fast = fast_count(pieces)
-    assert fast.usable(), "a clean stream with continuous usage should take the fast path"
-    for p in (StreamParser.from_pieces("completions", pieces, fast), StreamParser.from_pieces("completions", pieces)):
-        rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
-        p.fill(rec)
-        assert (rec.chunk_times, rec.chunk_tokens, rec.completion_tokens, rec.prompt_tokens, rec.error) == \
-            ([1.0, 2.0, 4.0], [1, 2, 1], 4, 5, "")
-
-
-def test_reads_that_split_an_event_fall_back_to_the_general_parser():
-    cut = BODY.index(b'"completion_tokens"', len(HEAD)) + 5  # inside the first event's usage
-    pieces = [(BODY[:cut], 1.0), (BODY[cut:], 2.0)]
-    fast = fast_count(pieces)
-    assert not fast.usable()
-    rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
-    StreamParser.from_pieces("completions", pieces, fast).fill(rec)
-    assert rec.chunk_times[0] == 2.0 and rec.chunk_tokens == [1, 2, 1] and rec.completion_tokens == 4
+    second = reads[2]  # the second event: cut it in two reads
+    pieces = [(reads[0], 0.0), (reads[1], 1.0), (second[:10], 2.0), (second[10:], 3.0)] + \
+        [(d, 4.0 + i) for i, d in enumerate(reads[3:])]
+    reader, rec = read_all(pieces)
+    assert reader.general is not None
+    assert rec.chunk_times == [1.0, 3.0, 5.0] and rec.chunk_tokens == [1, 2, 1] and rec.completion_tokens == 4
 
 
 def test_final_usage_only_is_not_mistaken_for_per_chunk_usage():
     events = [{"choices": [{"text": "ab"}]}, {"choices": [{"text": "c"}]},
               {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}, b"[DONE]"]
     body = HEAD + chunked(*(sse(e) for e in events))
-    pieces = [(d, float(i)) for i, d in enumerate(reads_at_event_boundaries(body))]
-    fast = fast_count(pieces)
-    assert not fast.usable()
-    rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
-    StreamParser.from_pieces("completions", pieces, fast).fill(rec, count=len)
+    reader, rec = read_all([(d, float(i)) for i, d in enumerate(reads_at_event_boundaries(body))])
+    assert reader.general is not None
     assert rec.chunk_tokens == [2, 1] and rec.completion_tokens == 3 and rec.usage_source == "server"
