@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from bench.records import Record
-from bench.stream import ResponseReader
+from bench.reader import ResponseReader
 
 
 class _Connection(asyncio.Protocol):

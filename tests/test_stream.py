@@ -2,7 +2,8 @@
 import json
 
 from bench.records import Record
-from bench.stream import ResponseReader, StreamParser
+from bench.reader import ResponseReader
+from bench.stream import StreamParser
 
 
 def sse(obj) -> bytes:
