@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -64,6 +65,57 @@ def theirs(base_url: str, model: str, concurrency: int, n: int, out: Path, cpu: 
     usage = timed(cmd, cpu)
     result = json.loads((out / "result.json").read_text())
     return usage, {**result, "_lat": accuracy.latencies_from_vllm(result)}
+
+
+def floor_client(port: int, concurrency: int, n: int) -> None:
+    """The least any asyncio client can spend: a protocol that only notices a response's end.
+
+    Run pinned to the client core, it prints its CPU per 1,000 chunks: the event loop's and the
+    kernel's share of the cost, which no parsing or bookkeeping can go below.
+    """
+    import asyncio
+
+    import uvloop
+
+    class Bare(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport, self.done = transport, None
+
+        def data_received(self, data):
+            if data.endswith(b"\r\n0\r\n\r\n") and b"[DONE]" in data:
+                self.done.set_result(None)
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        conns = [(await loop.create_connection(Bare, "127.0.0.1", port))[1] for _ in range(concurrency)]
+        todo = iter(range(n))
+        body = f'{{"model":"calibration","prompt":"{"x " * INPUT_LEN}","max_tokens":{OUTPUT_LEN},"stream":true,' \
+               '"stream_options":{"include_usage":true,"continuous_usage_stats":true}}'
+        request = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+
+        async def worker(conn):
+            for _ in todo:
+                conn.done = loop.create_future()
+                conn.transport.write(request)
+                await conn.done
+        cpu = time.process_time()
+        await asyncio.gather(*(worker(c) for c in conns))
+        return time.process_time() - cpu
+
+    print(1e6 * uvloop.run(run()) / (n * OUTPUT_LEN))
+
+
+def floor_row(concurrency: int, n: int, work: Path) -> dict:
+    server = start_server(0, log=work / f"floor-c{concurrency}-server.jsonl", ttft_ms=TTFT_MS, itl_ms=ITL_MS, cpu=0)
+    try:
+        out = subprocess.run(["taskset", "-c", "1", sys.executable, "-c",
+                              f"from bench.clientbench import floor_client; floor_client({server.port}, {concurrency}, {n})"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    finally:
+        stop_server(server)
+    return {"client": "bare uvloop protocol (floor)", "C": concurrency, "requests": n,
+            "load-phase CPU ms / 1k": float(out.strip())}
 
 
 def calibration_row(client: str, concurrency: int, n: int, work: Path) -> dict:
@@ -167,12 +219,17 @@ def main(argv: list[str] | None = None) -> int:
         for client in ("bench", "vllm"):
             print(f"calibration: {client} at C={c}, {n} requests", file=sys.stderr, flush=True)
             calib.append(calibration_row(client, c, n, work))
+    top = max(args.concurrency)
+    print(f"calibration: floor at C={top}", file=sys.stderr, flush=True)
+    floor = floor_row(top, max(10, 2 * top), work)
     keys = ["TTFT mean err ms", "TTFT p99 err ms", "ITL p99 err ms", "% of ideal tok/s", "% of served tok/s",
             "CPU ms / 1k chunks", "peak RSS MB"]
     text = ["## Calibration server (true TTFT 50 ms, ITL 20 ms, 128 tokens; server core 0, client core 1)\n",
-            tabulate(calib + _ratio_rows(calib, keys, ("C",)), headers="keys", tablefmt="github", floatfmt=".2f"),
+            tabulate(calib + _ratio_rows(calib, keys, ("C",)) + [floor], headers="keys", tablefmt="github",
+                     floatfmt=".2f"),
             "\nCPU ms / 1k chunks: the whole client process (start-up included) per chunk sent by the server; "
-            "load-phase: ours only, while sending (from its summary)."]
+            "load-phase: ours only, while sending (from its summary). The floor row is a bare uvloop protocol "
+            "that only notices each response's end: the event loop's and kernel's share, below any real client."]
     late = [r for r in calib if r["server lag p99 ms"] > 0.5]
     if late:
         text.append("\nWARNING: the calibration server's own send lag p99 exceeded 0.5 ms in "
@@ -187,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(text) + "\n"
     print(report)
     (work / "table.md").write_text(report)
-    (work / "rows.json").write_text(json.dumps({"calibration": calib, "engine": eng if args.engine_concurrency else []},
+    (work / "rows.json").write_text(json.dumps({"calibration": calib, "floor": floor, "engine": eng if args.engine_concurrency else []},
                                                indent=2, default=float) + "\n")
     print(f"written to {work}/table.md", file=sys.stderr)
     return 0
