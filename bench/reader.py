@@ -41,10 +41,10 @@ class FastStream:
 
     def read(self, data: bytes, t: float) -> bool:
         body = data[:-5] if data.endswith(b"0\r\n\r\n") else data  # drop the zero-size chunk
-        if body and (not body.endswith(_EVENT_END) or b'"error"' in body):
+        if body and not body.endswith(_EVENT_END):
             return False
         found = _COMPLETION_TOKENS.findall(body)
-        if len(found) != body.count(b"data: {"):  # an event without usage: not our shape
+        if len(found) != body.count(b"data: {"):  # an event without usage (an error, say): not our shape
             return False
         if found:
             seen = self.seen

@@ -131,3 +131,10 @@ def test_final_usage_only_is_not_mistaken_for_per_chunk_usage():
     reader, rec = read_all([(d, float(i)) for i, d in enumerate(reads_at_event_boundaries(body))])
     assert reader.general is not None
     assert rec.chunk_tokens == [2, 1] and rec.completion_tokens == 3 and rec.usage_source == "server"
+
+
+def test_an_error_event_on_the_fast_path_is_recorded():
+    body = HEAD + chunked(sse(completion("a", 1)), sse({"error": {"message": "engine died"}}), sse(b"[DONE]"))
+    reader, rec = read_all([(d, float(i)) for i, d in enumerate(reads_at_event_boundaries(body))])
+    assert reader.general is not None
+    assert rec.error_kind == "stream_error" and "engine died" in rec.error
