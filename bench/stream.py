@@ -178,8 +178,8 @@ class StreamParser:
         """
         rec.status = self.status
         rec.chunk_times = self.times
-        rec.chunk_tokens = [k if k is not None else max(1, count(x)) if count else 1
-                            for k, x in zip(self.tokens, self.texts)]
+        rec.chunk_tokens = self.tokens if None not in self.tokens else [
+            k if k is not None else max(1, count(x)) if count else 1 for k, x in zip(self.tokens, self.texts)]
         if self.completion_tokens is None and self.times:
             self.completion_tokens = sum(rec.chunk_tokens)
             rec.usage_source = "counted"
