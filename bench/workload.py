@@ -9,6 +9,7 @@ first token and a prefix cache cannot help unless a shared prefix is asked for.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -39,7 +40,8 @@ def load_tokenizer(path: str):
         raise UserError(f"cannot read tokenizer {file}: {e}") from None
 
 
-def single_token_words(tokenizer) -> list[str]:
+@functools.lru_cache(maxsize=4)  # one vocabulary scan per tokenizer: the probe and the workload share it
+def single_token_words(tokenizer) -> tuple[str, ...]:
     """Words (with their leading space) that encode to one token alone and inside a sentence."""
     words = []
     for token, _id in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
@@ -50,7 +52,7 @@ def single_token_words(tokenizer) -> list[str]:
             words.append(text)
     if len(words) < 64:
         raise UserError("the tokenizer has too few whole-word tokens to build exact-length prompts")
-    return words
+    return tuple(words)
 
 
 class RandomPrompts:
