@@ -5,7 +5,6 @@ as latency at high concurrency), so it is for cross-checking, not the default.
 """
 from __future__ import annotations
 
-import asyncio
 from time import perf_counter
 
 from bench.records import Record

@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from bench.launcher import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 JUST = str(ROOT / ".venv" / "bin" / "just")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def just(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
