@@ -148,6 +148,21 @@ def encode(plan: Plan, chat: bool, rid: str, model: str):
 
     role = chunk(0, role=True) if chat else b""
     edge: Callable[[int], bytes] = lambda i: role + chunk(i) if i == 0 else chunk(i)  # noqa: E731
+    if continuous and n > 2:
+        # Middle chunks differ only in their usage numbers: encode one with marker numbers
+        # once and format the numbers in per chunk (0.5 us instead of 2 us, 50k times a second).
+        marked = {**head, "choices": [choice(TOKEN * k, None)],
+                  "usage": {"prompt_tokens": prompt, "total_tokens": -1, "completion_tokens": -2}}
+        data = (b"data: " + orjson.dumps(marked) + b"\n\n").replace(b"%", b"%%")
+        template = data.replace(b'"total_tokens":-1', b'"total_tokens":%d').replace(
+            b'"completion_tokens":-2', b'"completion_tokens":%d')
+
+        def middle(i: int) -> bytes:
+            done = (i + 1) * k
+            event = template % (prompt + done, done)
+            return b"%x\r\n%s\r\n" % (len(event), event)
+        first_or_last = edge
+        edge = lambda i: middle(i) if 0 < i < n - 1 else first_or_last(i)  # noqa: E731
     tail = sse({**head, "choices": [], "usage": usage(total)}) \
         if plan.options.get("include_usage") else b""
     plain = None if continuous or n < 3 else chunk(1)
