@@ -88,12 +88,14 @@ class Runner:
     def _write(self, rec: Record, fill=None) -> None:
         if fill is not None:
             fill()
+        # Offsets from t0, unrounded: round() would cost ~40 us per 128 chunks, in the very
+        # moment many streams end together.
         t0 = self.t0
         for name in _TIMES:
             v = getattr(rec, name)
             if v is not None:
-                setattr(rec, name, round(v - t0, 7))
-        rec.chunk_times = [round(t - t0, 7) for t in rec.chunk_times]
+                setattr(rec, name, v - t0)
+        rec.chunk_times = [t - t0 for t in rec.chunk_times]
         self.writer.write(rec)
         p = self.progress
         p.in_flight -= 1
