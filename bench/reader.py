@@ -10,9 +10,11 @@ import re
 
 from bench.stream import StreamParser
 
-_COMPLETION_TOKENS = re.compile(rb'"completion_tokens":\s*(\d+)')
+_completion_tokens = re.compile(rb'"completion_tokens":\s*(\d+)').findall
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _EVENT_END = b"\n\n\r\n"  # an SSE event's blank line, then the CRLF that closes its HTTP chunk
+_EVENT_START = b"data: {"
+END = b"\r\n0\r\n\r\n"  # the last data chunk's CRLF and the zero-size chunk that ends the body
 
 
 def is_streaming_head(data: bytes) -> bool:
@@ -21,75 +23,50 @@ def is_streaming_head(data: bytes) -> bool:
     return end > 0 and data.startswith(b"HTTP/1.1 200") and b"chunked" in data[:end].lower()
 
 
-END = b"\r\n0\r\n\r\n"  # the last data chunk's CRLF and the zero-size chunk that ends the body
-
-
-class FastStream:
-    """The common case, read by read and without decoding JSON: a 200 chunked stream whose
-    reads end on event boundaries and whose events all carry cumulative usage
-    (continuous_usage_stats, as vLLM and SGLang send it). A content chunk is an event whose
-    completion-token count advanced. `read` refuses a read that breaks the pattern, leaving
-    the state as it was, so the general parser can take over from that read on."""
-
-    __slots__ = ("seen", "counted", "times", "tokens", "last")
-
-    def __init__(self) -> None:
-        self.seen = self.counted = 0
-        self.times: list[float] = []
-        self.tokens: list[int] = []
-        self.last = b""  # the last read that carried usage
-
-    def read(self, data: bytes, t: float) -> bool:
-        body = data[:-5] if data.endswith(b"0\r\n\r\n") else data  # drop the zero-size chunk
-        if body and not body.endswith(_EVENT_END):
-            return False
-        found = _COMPLETION_TOKENS.findall(body)
-        if len(found) != body.count(b"data: {"):  # an event without usage (an error, say): not our shape
-            return False
-        if found:
-            seen = self.seen
-            for m in found:
-                done = int(m)
-                if done > seen:
-                    self.times.append(t)
-                    self.tokens.append(done - seen)
-                    seen = done
-            self.seen = seen
-            self.counted += len(found)
-            self.last = body
-        return True
-
-    def parser(self, api: str, finished: bool) -> StreamParser:
-        """A general parser holding what was counted so far, positioned after the last read."""
-        p = StreamParser(api)
-        p.status, p.head_done, p.chunked, p.finished = 200, True, True, finished
-        p.times, p.tokens, p.texts = self.times, self.tokens, [""] * len(self.times)
-        p.seen_tokens = self.seen
-        if self.counted:
-            p.completion_tokens = self.seen
-            found = _PROMPT_TOKENS.findall(self.last)
-            p.prompt_tokens = int(found[-1]) if found else None
-        return p
-
-
 class ResponseReader:
-    """One response as it arrives: counted by FastStream while the stream keeps the common
-    shape, by the general StreamParser from the first read that does not (or from the start,
-    for anything but a 200 chunked stream)."""
+    """One response as it arrives.
 
-    __slots__ = ("api", "fast", "general", "fresh", "tail", "ended", "keep_alive")
+    While the stream keeps the common shape (vLLM's and SGLang's continuous_usage_stats:
+    every event carries the cumulative completion-token count) each read is counted in
+    `feed` itself, without decoding JSON: a content chunk is an event whose count advanced.
+    A read that breaks the shape is refused before anything changes, and the general
+    StreamParser (`general`) takes over from it, holding what was counted so far; it also
+    reads anything that is not a 200 chunked stream from the start.
+    """
+
+    __slots__ = ("api", "general", "fresh", "tail", "ended", "keep_alive", "seen", "times", "tokens", "last")
 
     def __init__(self, api: str):
         self.api = api
-        self.fast = FastStream()
         self.general: StreamParser | None = None
         self.fresh = True
         self.tail = b""
         self.ended = False
         self.keep_alive = True
+        self.seen = 0  # the cumulative count so far
+        self.times: list[float] = []
+        self.tokens: list[int] = []
+        self.last = b""  # the last read that carried usage
 
     def feed(self, data: bytes, t: float) -> bool:
         """Take one read that arrived at `t`; True once the response is complete."""
+        # The steady state first: one or more whole events, each with usage, body going on.
+        if data.endswith(_EVENT_END) and self.general is None and not self.fresh:
+            found = _completion_tokens(data)
+            if found and len(found) == data.count(_EVENT_START):
+                seen = self.seen
+                for m in found:
+                    done = int(m)
+                    if done > seen:
+                        self.times.append(t)
+                        self.tokens.append(done - seen)
+                        seen = done
+                self.seen, self.last, self.tail = seen, data, data
+                return False
+        return self._feed(data, t)
+
+    def _feed(self, data: bytes, t: float) -> bool:
+        """Everything but the steady state: the head, the end, and the general parser."""
         if self.general is None:
             if self.fresh:
                 self.fresh = False
@@ -99,13 +76,45 @@ class ResponseReader:
                 head_end = data.find(b"\r\n\r\n")
                 self.keep_alive = b"connection: close" not in data[:head_end].lower()
                 data = data[head_end + 4:]
-            if self.fast.read(data, t):
+            if self._count(data, t):
                 if data.endswith(END) or (len(data) < len(END) and (self.tail + data).endswith(END)):
                     self.ended = True
                 self.tail = data  # only its last bytes matter, when the next read is short
                 return self.ended
-            self.general = self.fast.parser(self.api, finished=False)
+            self.general = self._parser(finished=False)
         return self._general(data, t)
+
+    def _count(self, data: bytes, t: float) -> bool:
+        """Count a read of the common shape (the last may end the body); False, changing
+        nothing, for one that is not."""
+        body = data[:-5] if data.endswith(b"0\r\n\r\n") else data  # drop the zero-size chunk
+        if body and not body.endswith(_EVENT_END):
+            return False
+        found = _completion_tokens(body)
+        if len(found) != body.count(_EVENT_START):  # an event without usage (an error, say)
+            return False
+        if found:
+            seen = self.seen
+            for m in found:
+                done = int(m)
+                if done > seen:
+                    self.times.append(t)
+                    self.tokens.append(done - seen)
+                    seen = done
+            self.seen, self.last = seen, body
+        return True
+
+    def _parser(self, finished: bool) -> StreamParser:
+        """A general parser holding what was counted so far, positioned after the last read."""
+        p = StreamParser(self.api)
+        p.status, p.head_done, p.chunked, p.finished = 200, True, True, finished
+        p.times, p.tokens, p.texts = self.times, self.tokens, [""] * len(self.times)
+        p.seen_tokens = self.seen
+        if self.last:
+            p.completion_tokens = self.seen
+            found = _PROMPT_TOKENS.findall(self.last)
+            p.prompt_tokens = int(found[-1]) if found else None
+        return p
 
     def _general(self, data: bytes, t: float) -> bool:
         self.general.feed(data, t)
@@ -113,6 +122,4 @@ class ResponseReader:
 
     def result(self) -> StreamParser:
         """The parsed response (complete or not: fill() says which)."""
-        return self.general or self.fast.parser(self.api, finished=self.ended)
-
-
+        return self.general or self._parser(finished=self.ended)
