@@ -1,0 +1,61 @@
+"""The raw transport's connection for https: an asyncio protocol over TLS.
+
+Chunks are stamped when the event loop hands them over (a TLS record must be decrypted before
+its events can be read), so a busy client adds its delays here; plain http (bench/client.py)
+takes the kernel's arrival times instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+from time import perf_counter
+
+from bench.reader import ResponseReader
+
+
+class TlsConnection(asyncio.Protocol):
+    """One keep-alive TLS connection carrying one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader: ResponseReader | None = None
+        self.done: asyncio.Future | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(cls, host: str, port: int, ssl) -> TlsConnection:
+        _, conn = await asyncio.get_running_loop().create_connection(cls, host, port, ssl=ssl)
+        return conn
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def start(self, api: str) -> asyncio.Future:
+        self.reader = ResponseReader(api)
+        self.done = asyncio.get_running_loop().create_future()
+        return self.done
+
+    async def write(self, data: bytes) -> None:
+        self.transport.write(data)  # the TLS layer encrypts and sends as it can
+
+    def data_received(self, data: bytes) -> None:
+        t = perf_counter()  # first: the arrival time must not include our own work
+        if self.reader is not None and self.reader.feed(data, t):
+            self._end(t)
+
+    def _end(self, t: float | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(t)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.reader is not None and self.reader.general is not None and self.reader.general.until_close:
+            self.reader.general.finished = True  # a body delimited by the connection's end
+        self._end(None)  # the parse decides whether the response was complete
+
+    def close(self) -> None:
+        self.closed = True
+        self.transport.close()
