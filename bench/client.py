@@ -7,9 +7,9 @@ one epoll over all connections, read from the event loop, rest for NAP between p
 is busy, so one wake-up serves many streams: at C=1024 that took about a third off the
 kernel time per chunk, and the server's too, since it no longer wakes the client for every
 chunk. The cost: two chunks of one stream that arrive within one rest are read together and
-share the later stamp (as with any client that reads them together). A request's send time
-is taken once its last byte was handed to the kernel. The response is parsed after it has
-ended and after this worker's next request has gone out (bench/reader.py).
+share the later stamp (as with any client that reads them together). A request's
+send time is taken just before the send() that hands the kernel its last byte. The response
+is parsed after it has ended and after this worker's next request has gone out.
 """
 from __future__ import annotations
 
@@ -30,25 +30,27 @@ from bench.records import Record
 SO_TIMESTAMPNS = 35                    # Linux; the socket module does not name it
 ANC_SPACE = socket.CMSG_SPACE(16)      # one struct timespec
 READ_SIZE = 1 << 12
-# Rest between polls once two wake-ups come within this long (or one finds several sockets
-# ready): chunks are stamped by the kernel meanwhile; only noticing a response's end, and so
-# the next request of a closed loop, can wait this long. Asyncio timers round to ~1 ms anyway.
-NAP = 1e-3
+# Under load the poller rests NAP between polls; chunks are stamped by the kernel meanwhile,
+# and only noticing a response's end (so the next request of a closed loop) waits. It rests
+# only while at least BUSY sockets turn ready per NAP: below that a wake-up per chunk is
+# cheap, and two chunks of one stream closer than NAP would be read together, sharing a stamp.
+NAP = 1e-3  # asyncio and uvloop timers round to ~1 ms anyway
+BUSY = 16
 _timespec = struct.Struct("qq").unpack_from
 
 
 class _Poller:
     """One epoll over every plain connection, read from the event loop.
 
-    Idle, the event loop wakes it when a socket is readable. Busy (two wake-ups within NAP,
-    or several sockets ready at once) it polls on a timer every NAP instead, so each wake-up
-    serves many streams, until a poll finds at most one socket ready.
+    Idle or lightly loaded, the event loop wakes it whenever a socket is readable. Once BUSY
+    sockets turned ready within one NAP it polls on a timer every NAP instead, so each wake-up
+    serves many streams, until a poll finds fewer than BUSY ready.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop, self.ep = loop, select.epoll()
         self.conns: dict[int, _Connection] = {}
-        self.last = 0.0
+        self.window, self.ready = 0.0, 0  # sockets found ready since `window` began
         self.timer: asyncio.TimerHandle | None = None  # set while polling on the timer
         loop.add_reader(self.ep.fileno(), self._woken)
 
@@ -77,17 +79,19 @@ class _Poller:
 
     def _woken(self) -> None:
         now = perf_counter()
-        if self._read() > 1 or now - self.last < NAP:
+        if now - self.window > NAP:
+            self.window, self.ready = now, 0
+        self.ready += self._read()
+        if self.ready >= BUSY:
             self.loop.remove_reader(self.ep.fileno())
             self.timer = self.loop.call_later(NAP, self._tick)
-        self.last = now
 
     def _tick(self) -> None:
-        if self._read() > 1:
+        if self._read() >= BUSY:
             self.timer = self.loop.call_later(NAP, self._tick)
         else:
             self.timer = None
-            self.last = perf_counter()
+            self.window, self.ready = perf_counter(), 0
             self.loop.add_reader(self.ep.fileno(), self._woken)
 
     def close(self) -> None:
@@ -127,9 +131,20 @@ class _Connection:
         self.done = self.loop.create_future()
         return self.done
 
-    async def write(self, data: bytes) -> None:
-        """Return once the kernel has every byte (a long prompt may need several sends)."""
-        await self.loop.sock_sendall(self.sock, data)
+    async def write(self, data: bytes) -> float:
+        """Send a request; return its send time, taken just before the send() that hands the
+        kernel its last byte. Before, not after: the send wakes the server, and on a busy host
+        the scheduler may run the server first and this process hundreds of ms later, after
+        the answer has begun (seen on the CPU engine, where engine and client share 2 cores)."""
+        t = perf_counter()
+        try:
+            n = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        if n < len(data):  # more than the socket buffer takes at once: the rest as it drains
+            await self.loop.sock_sendall(self.sock, memoryview(data)[n:])
+            t = perf_counter()
+        return t
 
     def readable(self, base: int, offset: float) -> None:
         try:
@@ -232,8 +247,7 @@ class RawTransport:
         conn = await self._connection()
         done = conn.start(self.api)
         try:
-            await conn.write(head.encode() + payload)
-            rec.sent = perf_counter()
+            rec.sent = await conn.write(head.encode() + payload)
             end = await done
         except BaseException:
             conn.close()  # a half-read response poisons the connection

@@ -38,8 +38,11 @@ class TlsConnection(asyncio.Protocol):
         self.done = asyncio.get_running_loop().create_future()
         return self.done
 
-    async def write(self, data: bytes) -> None:
-        self.transport.write(data)  # the TLS layer encrypts and sends as it can
+    async def write(self, data: bytes) -> float:
+        """Hand the request to TLS, which encrypts and sends what the socket takes; the send time."""
+        t = perf_counter()
+        self.transport.write(data)
+        return t
 
     def data_received(self, data: bytes) -> None:
         t = perf_counter()  # first: the arrival time must not include our own work
