@@ -83,6 +83,8 @@ def prompt_overhead(info: ServerInfo, api: str, probe_text: str, api_key: str | 
                     extra_body: dict) -> int:
     """Tokens the server counts beyond our own `PROBE_WORDS`-token probe text."""
     client = _client(info.base_url, api_key)
+    # The probe is not streamed, and vLLM rejects stream options on a request that is not.
+    extra_body = {k: v for k, v in extra_body.items() if k not in ("stream", "stream_options")}
     try:
         if api == "chat":
             r = client.chat.completions.create(model=info.model, max_tokens=1, extra_body=extra_body,

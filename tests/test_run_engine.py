@@ -35,6 +35,18 @@ def test_server_counts_exactly_the_requested_lengths(cpu_engine, tmp_path, api, 
         assert lengths == {60}
 
 
+def test_stream_options_of_the_user_reach_the_stream_only(cpu_engine, tmp_path):
+    # Usage at the end only (no per-chunk counts): the general parser reads the stream, and the
+    # non-streamed probe must not carry stream options, which vLLM refuses there.
+    out = tmp_path / "final-usage"
+    assert run(cpu_engine, out, "--concurrency", "2", "--num-prompts", "4", "--input-len", "30",
+               "--output-len", "16", "--extra-body", '{"stream_options": {"include_usage": true}}') == 0
+    for r in read_records(out / "requests.jsonl"):
+        assert r.ok, r.error
+        assert (r.prompt_tokens, r.completion_tokens, r.usage_source) == (30, 16, "server")
+        assert 1 < len(r.chunk_times) <= 16
+
+
 def test_summary_is_recomputable_from_the_records(cpu_engine, tmp_path):
     out = tmp_path / "run"
     assert run(cpu_engine, out, "--concurrency", "8", "--num-prompts", "16", "--warmup", "3",
