@@ -61,7 +61,8 @@ def theirs(base_url: str, model: str, concurrency: int, n: int, out: Path, cpu: 
            str(OUTPUT_LEN), "--ignore-eos", "--num-prompts", str(n), "--max-concurrency", str(concurrency),
            "--request-rate", "inf", "--save-result", "--save-detailed", "--result-dir", str(out),
            "--result-filename", "result.json", "--percentile-metrics", "ttft,tpot,itl,e2el",
-           "--disable-tqdm", "--request-id-prefix", "vllm-bench-"]
+           "--disable-tqdm", "--request-id-prefix", "vllm-bench-",
+           "--temperature", "0"]  # greedy, as ours: vLLM's client no longer defaults to it
     usage = timed(cmd, cpu)
     result = json.loads((out / "result.json").read_text())
     return usage, {**result, "_lat": accuracy.latencies_from_vllm(result)}
@@ -167,8 +168,9 @@ def engine_rows(concurrencies: list[int], n: int, reps: int, work: Path) -> list
     try:
         base = f"http://127.0.0.1:{port}"
         for c in concurrencies:
-            # The CPU engine compiles a graph for each new batch shape: warm it up first, unmeasured.
-            ours(base, c, 2 * c, work / f"engine-warmup-c{c}", cpu=1)
+            # The CPU engine compiles a graph for each new batch shape and keeps speeding up for a
+            # while after: warm it up first, unmeasured, with a quarter of a run.
+            ours(base, c, max(2 * c, n // 4), work / f"engine-warmup-c{c}", cpu=1)
             for rep in range(1, reps + 1):
                 order = ("bench", "vllm") if rep % 2 else ("vllm", "bench")  # cancel drift between runs
                 for client in order:
