@@ -18,6 +18,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from tabulate import tabulate
 
 from bench import accuracy
@@ -150,13 +151,15 @@ def calibration_row(client: str, concurrency: int, n: int, work: Path) -> dict:
             "server lag p99 ms": lag["p99_ms"]}
 
 
-def engine_rows(concurrencies: list[int], n: int, reps: int, work: Path) -> list[dict]:
-    """Both clients on the real CPU engine, alternating, `reps` times each.
+def engine_rows(concurrencies: list[int], n: int, pairs: int, work: Path) -> list[dict]:
+    """Both clients on the real CPU engine: `pairs` pairs of runs of `n` requests, one client
+    right after the other, the order alternating (so drift cancels).
 
     The engine (all its processes and its OpenMP thread) runs on core 0 and the client on
     core 1. Sharing both cores, the engine's spinning threads starved either client for up
     to 2 s at a time (send lag p99 ~2 s for both), which measured the scheduler, not the
-    clients or the engine.
+    clients or the engine. Pinned, the engine's own speed still swings by +-25 % within
+    minutes on this kind of host, so many short pairs compare better than two long runs.
     """
     from bench import launcher
 
@@ -169,22 +172,43 @@ def engine_rows(concurrencies: list[int], n: int, reps: int, work: Path) -> list
         base = f"http://127.0.0.1:{port}"
         for c in concurrencies:
             # The CPU engine compiles a graph for each new batch shape and keeps speeding up for a
-            # while after: warm it up first, unmeasured, with a quarter of a run.
-            ours(base, c, max(2 * c, n // 4), work / f"engine-warmup-c{c}", cpu=1)
-            for rep in range(1, reps + 1):
-                order = ("bench", "vllm") if rep % 2 else ("vllm", "bench")  # cancel drift between runs
-                for client in order:
-                    out = work / f"engine-{client}-c{c}-{rep}"
+            # while after: warm it up first, unmeasured.
+            ours(base, c, max(2 * c, n), work / f"engine-warmup-c{c}", cpu=1)
+            for pair in range(1, pairs + 1):
+                for client in ("bench", "vllm") if pair % 2 else ("vllm", "bench"):
+                    out = work / f"engine-{client}-c{c}-{pair}"
                     if client == "bench":
                         _, res = ours(base, c, n, out, cpu=1)
                     else:
                         out.mkdir(parents=True)
                         _, res = theirs(base, "tiny-llama", c, n, out, cpu=1)
-                    rows.append({"client": client, "C": c, "rep": rep, "output tok/s": res["output_throughput"],
+                    rows.append({"client": client, "C": c, "pair": pair, "output tok/s": res["output_throughput"],
                                  "mean TPOT ms": res["mean_tpot_ms"], "mean TTFT ms": res["mean_ttft_ms"]})
     finally:
         launcher.stop(name)
     return rows
+
+
+ENGINE_KEYS = ("output tok/s", "mean TPOT ms", "mean TTFT ms")
+
+
+def engine_summary(rows: list[dict]) -> list[dict]:
+    """Per concurrency: each client's means over its runs, then ours/theirs as the mean of the
+    per-pair ratios with its standard error (pairs share the engine's state of the moment)."""
+    out = []
+    for c in sorted({r["C"] for r in rows}):
+        runs = {k: {r["pair"]: r for r in rows if r["C"] == c and r["client"] == k} for k in ("bench", "vllm")}
+        both = sorted(set(runs["bench"]) & set(runs["vllm"]))
+        for client in ("bench", "vllm"):
+            out.append({"client": client, "C": c, "runs": len(runs[client]),
+                        **{k: round(float(np.mean([r[k] for r in runs[client].values()])), 2) for k in ENGINE_KEYS}})
+        ratio = {"client": "ours/theirs (paired)", "C": c, "runs": len(both)}
+        for k in ENGINE_KEYS:
+            x = np.array([runs["bench"][p][k] / runs["vllm"][p][k] for p in both])
+            se = x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
+            ratio[k] = f"{x.mean():.3f} +- {se:.3f}" if len(x) else ""
+        out.append(ratio)
+    return out
 
 
 def _ratio_rows(rows: list[dict], keys: list[str], by: tuple[str, ...]) -> list[dict]:
@@ -226,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="Closed-loop stream counts for the calibration part.")
     p.add_argument("--engine-concurrency", type=int, nargs="*", default=[8, 64],
                    help="Concurrencies for the CPU-engine part; none to skip it.")
-    p.add_argument("--engine-prompts", type=int, default=512, help="Requests per CPU-engine run.")
-    p.add_argument("--reps", type=int, default=2, help="Repetitions of each CPU-engine run per client.")
+    p.add_argument("--engine-prompts", type=int, default=128, help="Requests per CPU-engine run.")
+    p.add_argument("--pairs", type=int, default=8,
+                   help="CPU-engine run pairs (ours, theirs) per concurrency, the order alternating.")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench-client",
                    help="Folder for the tables (a new sub-folder per invocation).")
     args = p.parse_args(argv)
@@ -262,10 +287,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # Part 2: both clients on the real CPU engine, alternating.
     if args.engine_concurrency:
-        eng = engine_rows(args.engine_concurrency, args.engine_prompts, args.reps, work)
-        text += ["\n## CPU engine (tiny Llama, 64 in / 128 out; engine on core 0, client on core 1)\n",
-                 tabulate(eng + _ratio_rows(eng, ["output tok/s", "mean TPOT ms", "mean TTFT ms"], ("C",)),
-                          headers="keys", tablefmt="github", floatfmt=".2f"),
+        eng = engine_rows(args.engine_concurrency, args.engine_prompts, args.pairs, work)
+        text += [f"\n## CPU engine (tiny Llama, 64 in / 128 out, {args.engine_prompts} requests a run; "
+                 "engine on core 0, client on core 1; every run in rows.json)\n",
+                 tabulate(engine_summary(eng), headers="keys", tablefmt="github", floatfmt=".2f"),
                  "", *_ttft_beside_error_bars(eng, calib)]
     report = "\n".join(text) + "\n"
     print(report)
