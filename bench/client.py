@@ -32,8 +32,8 @@ ANC_SPACE = socket.CMSG_SPACE(16)      # one struct timespec
 READ_SIZE = 1 << 12
 # Under load the poller rests NAP between polls; chunks are stamped by the kernel meanwhile,
 # and only noticing a response's end (so the next request of a closed loop) waits. It rests
-# only while at least BUSY sockets turn ready per NAP: below that a wake-up per chunk is
-# cheap, and two chunks of one stream closer than NAP would be read together, sharing a stamp.
+# once at least BUSY sockets turn ready per NAP: below that a wake-up per chunk is cheap, and
+# two chunks of one stream closer than NAP would be read together, sharing a stamp.
 NAP = 1e-3  # asyncio and uvloop timers round to ~1 ms anyway
 BUSY = 16
 _timespec = struct.Struct("qq").unpack_from
@@ -44,7 +44,9 @@ class _Poller:
 
     Idle or lightly loaded, the event loop wakes it whenever a socket is readable. Once BUSY
     sockets turned ready within one NAP it polls on a timer every NAP instead, so each wake-up
-    serves many streams, until a poll finds fewer than BUSY ready.
+    serves many streams, until a poll finds none ready. Staying on the timer through the
+    quieter moments of a busy run also spares the server a wake-up of this process per chunk
+    (at C=1024 its send lag p99 fell from ~11 to ~6 ms, side by side).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
@@ -87,7 +89,7 @@ class _Poller:
             self.timer = self.loop.call_later(NAP, self._tick)
 
     def _tick(self) -> None:
-        if self._read() >= BUSY:
+        if self._read():
             self.timer = self.loop.call_later(NAP, self._tick)
         else:
             self.timer = None
