@@ -51,6 +51,7 @@ class ResponseReader:
     def feed(self, data: bytes, t: float) -> bool:
         """Take one read that arrived at `t`; True once the response is complete."""
         # The steady state first: one or more whole events, each with usage, body going on.
+        # (_count's loop, written out here: this runs once per read, tens of thousands a second.)
         if data.endswith(_EVENT_END) and self.general is None and not self.fresh:
             found = _completion_tokens(data)
             if found and len(found) == data.count(_EVENT_START):
