@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import socket
-import struct
 import time
 from array import array
 
@@ -17,10 +16,9 @@ import orjson
 
 from bench import __version__
 from bench.calibration_openai import BadRequest, encode, error_body, parse_request
+from bench.kernel_clock import ANC_SPACE, SO_TIMESTAMPNS, arrival, realtime_offset
 
 MAX_HEAD, MAX_BODY = 65536, 64 << 20
-SO_TIMESTAMPNS = 35                       # Linux; the socket module does not name it
-ANC_SPACE = socket.CMSG_SPACE(16)         # one struct timespec
 _ids = itertools.count(1)
 perf_counter = time.perf_counter
 
@@ -110,17 +108,6 @@ def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float)
         conn.sched.add(conn.stream, first)
 
 
-def kernel_arrival(ancdata: list) -> float | None:
-    """The SO_TIMESTAMPNS arrival time of the bytes just read, on perf_counter's clock."""
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-            sec, nsec = struct.unpack_from("qq", data)
-            # The kernel stamps with CLOCK_REALTIME; the offset is read now, so NTP slewing
-            # during a long run cannot skew it.
-            return (sec * 1_000_000_000 + nsec - time.time_ns() + time.perf_counter_ns()) / 1e9
-    return None
-
-
 class Listener:
     """Accepts connections; each socket is non-blocking, without Nagle, with RX timestamps."""
 
@@ -172,7 +159,7 @@ class Conn:
             data = b""
         if not data:
             return self.close("client disconnected")
-        self.arrived = kernel_arrival(anc) or perf_counter()
+        self.arrived = arrival(anc, *realtime_offset()) or perf_counter()
         self.buf += data
         self.defer()
 

@@ -17,18 +17,16 @@ import asyncio
 import select
 import socket
 import ssl
-import struct
-from time import perf_counter, perf_counter_ns, time_ns
+from time import perf_counter
 from urllib.parse import urlsplit
 
 import orjson
 
 from bench.client_tls import TlsConnection
+from bench.kernel_clock import ANC_SPACE, SO_TIMESTAMPNS, arrival, realtime_offset
 from bench.reader import ResponseReader
 from bench.records import Record
 
-SO_TIMESTAMPNS = 35                    # Linux; the socket module does not name it
-ANC_SPACE = socket.CMSG_SPACE(16)      # one struct timespec
 READ_SIZE = 1 << 12
 # Under load the poller rests NAP between polls; chunks are stamped by the kernel meanwhile,
 # and only noticing a response's end (so the next request of a closed loop) waits. It rests
@@ -36,7 +34,6 @@ READ_SIZE = 1 << 12
 # two chunks of one stream closer than NAP would be read together, sharing a stamp.
 NAP = 1e-3  # asyncio and uvloop timers round to ~1 ms anyway
 BUSY = 16
-_timespec = struct.Struct("qq").unpack_from
 
 
 class _Poller:
@@ -65,12 +62,7 @@ class _Poller:
             self.ep.unregister(conn.fd)
 
     def _read(self) -> int:
-        # Kernel stamps are CLOCK_REALTIME seconds and nanoseconds; perf_counter's clock is
-        # CLOCK_MONOTONIC. The offset is read at every poll (so clock slewing cannot add up) and
-        # split around a whole second `base`, so the per-read sum stays in small floats.
-        real, mono = time_ns(), perf_counter_ns()
-        base = real // 1_000_000_000
-        offset = (base * 1_000_000_000 + mono - real) / 1e9
+        base, offset = realtime_offset()
         conns = self.conns
         events = self.ep.poll(0)
         for fd, _ in events:
@@ -157,11 +149,7 @@ class _Connection:
             data = b""
         if not data:
             return self._lost()
-        if anc and anc[0][1] == SO_TIMESTAMPNS:
-            sec, nsec = _timespec(anc[0][2])
-            t = (sec - base) + nsec * 1e-9 + offset
-        else:
-            t = perf_counter()
+        t = arrival(anc, base, offset) or perf_counter()
         reader = self.reader
         if reader is None:  # bytes nobody asked for: this connection cannot be trusted again
             return self._lost()
