@@ -3,8 +3,9 @@
 Part 1, calibration: the calibration server pinned to core 0, each client pinned to core 1,
 closed loops of C streams (128 output tokens, true TTFT 50 ms, one token every 20 ms);
 errors against the server's log, share of the ideal throughput, client CPU per 1,000 chunks
-and peak RSS (from wait4 on the client process). Part 2, the real CPU engine: both clients
-on one server and workload, alternating, twice; throughput, TPOT and TTFT side by side.
+and peak RSS (from wait4 on the client process). Part 2, the real CPU engine (core 0, the
+client on core 1): both clients on one server and workload, in alternating pairs of short
+runs; throughput, TPOT and TTFT side by side and as per-pair ratios.
 A benchmark, not a test: it prints figures and writes them to results/bench-client/.
 """
 from __future__ import annotations
