@@ -14,6 +14,9 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vllm-b
 DGX = FIXTURES / "dgx-h200-2025-04-16"
 NEBIUS = FIXTURES / "nebius-h200-2025-04-18"
 REL = 1e-4  # 0.01 %
+if not DGX.is_dir():  # fail loudly: an empty parameter list would only skip the import tests
+    raise RuntimeError(f"the vLLM result fixtures are missing: expected {FIXTURES}, the project's "
+                       "shared/fixtures/ folder beside this clone")
 
 
 def rel_close(a, b):
