@@ -23,6 +23,16 @@ def server(tmp_path_factory):
     stop_server(proc)
 
 
+def logged(server) -> dict[str, dict]:
+    """The log as far as this client saw: the server writes the lines of the responses that
+    ended before it reads its next request, so one GET /health makes them all present."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port)
+    conn.request("GET", "/health")
+    assert conn.getresponse().status == 200
+    conn.close()
+    return read_log(server.log)
+
+
 def stream(port: int, path: str, body: dict, rid: str) -> dict:
     """POST on a raw socket; return send time, headers and each SSE event with its arrival time."""
     raw = json.dumps(body).encode()
@@ -79,7 +89,7 @@ def test_streaming_completions_with_usage(server):
     usage = r["events"][-2][1]["usage"]
     assert usage == {"prompt_tokens": 4, "completion_tokens": 7, "total_tokens": 11}
     assert r["events"][-3][1]["choices"][0]["finish_reason"] == "length"
-    entry = read_log(server.log)["c1"]
+    entry = logged(server)["c1"]
     assert entry["tokens"] == [1] * 7 and entry["completion_tokens"] == 7
     # received is the kernel's arrival stamp, taken while this client was still in sendall()
     assert r["before"] <= entry["received"] <= entry["parsed"]
@@ -108,7 +118,7 @@ def test_multi_token_chunks_and_continuous_usage(server):
     assert chunks == [3, 3, 3, 1]
     cumulative = [e["usage"]["completion_tokens"] for _, e in r["events"][:4]]
     assert cumulative == [3, 6, 9, 10]
-    entry = read_log(server.log)["m1"]
+    entry = logged(server)["m1"]
     assert entry["tokens"] == [3, 3, 3, 1] and entry["prompt_tokens"] == 3
 
 
@@ -116,7 +126,7 @@ def test_per_request_timing_override(server):
     body = {"prompt": "x", "max_tokens": 4, "stream": True,
             "calibration": {"ttft_ms": 60, "itl_ms": 12}}
     r = stream(server.port, "/v1/completions", body, "o1")
-    e = read_log(server.log)["o1"]
+    e = logged(server)["o1"]
     assert e["due"][0] - e["received"] == pytest.approx(0.060, abs=1e-9)
     assert [b - a for a, b in zip(e["due"], e["due"][1:])] == pytest.approx([0.012] * 3, abs=1e-9)
     arrivals = [t for t, _ in texts(r["events"], False)]
@@ -134,7 +144,7 @@ def test_client_measurements_agree_with_log(server):
     ids = [f"t{i}" for i in range(5)]
     runs = {rid: stream(server.port, "/v1/completions",
                         {"prompt": "a b", "max_tokens": 20, "stream": True}, rid) for rid in ids}
-    log = read_log(server.log)
+    log = logged(server)
     for rid in ids:  # a fixed schedule, not accumulated sleeps
         e = log[rid]
         planned = [e["received"] + (TTFT_MS + i * ITL_MS) / 1e3 for i in range(20)]
@@ -173,7 +183,7 @@ def test_non_streaming_completion_and_chat(server):
     chat = json.loads(resp.read())
     assert chat["choices"][0]["message"] == {"role": "assistant", "content": " tok tok"}
     conn.close()
-    assert read_log(server.log)["n1"]["stream"] is False
+    assert logged(server)["n1"]["stream"] is False
 
 
 def test_models_health_version_and_errors(server):
@@ -202,7 +212,7 @@ def test_models_health_version_and_errors(server):
 
 def test_send_lag_stats_summarise_the_log(server):
     stats = send_lag_stats(server.log)
-    chunks = sum(len(e["sent"]) for e in read_log(server.log).values())
+    chunks = sum(len(e["sent"]) for e in logged(server).values())
     assert stats["chunks"] == chunks > 0
     assert 0 <= stats["p50_ms"] <= stats["p99_ms"] <= stats["max_ms"]
 
