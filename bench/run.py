@@ -195,9 +195,20 @@ def main(args) -> int:
         print(accuracy.describe(man["self_check"]), file=sys.stderr)
     manifest.write(out / "manifest.json", man)
 
+    # The collector is off while sending, and what is alive now (the SDK's classes, the
+    # tokenizer, the prompts) is frozen out of its passes: a full pass stalled the loop for up
+    # to 70 ms mid-run and cost ~2 % of the client's CPU, while sending makes no cyclic garbage
+    # (gc.collect() found none after 2,048 good requests at C=1024, nor after 19,744 failed).
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     cpu = time.process_time()
-    partial = _event_loop_run(_measure(args, info, api_key, ignore_eos, extra, tok, warm, prompts, load, out, t0))
-    cpu = time.process_time() - cpu
+    try:
+        partial = _event_loop_run(_measure(args, info, api_key, ignore_eos, extra, tok, warm, prompts, load, out, t0))
+    finally:
+        cpu = time.process_time() - cpu
+        gc.enable()
+        gc.unfreeze()
 
     records = list(read_records(out / "requests.jsonl"))
     summary = metrics.summarise(records, gpu_count=man["gpu_count"])
@@ -241,16 +252,11 @@ async def _measure(args, info, api_key, ignore_eos, extra, tok, warm, prompts, l
                     show_progress=not args.no_progress and sys.stderr.isatty())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, runner.interrupt)
-    # Everything alive now (the SDK's classes, the tokenizer, the prompts) is left out of the
-    # collector's full passes: scanning it stalled the loop for up to 70 ms mid-run.
-    gc.collect()
-    gc.freeze()
     try:
         await runner.run(warm, prompts, load)
     except asyncio.CancelledError:
         pass
     finally:
-        gc.unfreeze()
         loop.remove_signal_handler(signal.SIGINT)
         await transport.close()
         writer.close()
