@@ -118,9 +118,11 @@ class Listener:
 
     def __init__(self, sock: socket.socket, sched, info: dict):
         self.sock, self.sched, self.info = sock, sched, info
-        # On the listener too: the kernel then stamps from the start, and accepted sockets
-        # inherit it, so a request sent right after connect() is stamped as well.
+        # Set on the listener, both options are inherited by every accepted socket (two
+        # syscalls fewer per connection when a thousand connect at once), and the kernel
+        # stamps from the start, so a request sent right after connect() is stamped as well.
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sched.loop.add_reader(sock.fileno(), self.accept)
 
     def accept(self) -> None:
@@ -130,8 +132,6 @@ class Listener:
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             Conn(conn, self.sched, self.info)
 
     def close(self) -> None:

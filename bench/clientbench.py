@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -152,7 +153,7 @@ def calibration_row(client: str, concurrency: int, n: int, work: Path) -> dict:
             "server lag p99 ms": lag["p99_ms"]}
 
 
-def engine_rows(concurrencies: list[int], n: int, pairs: int, work: Path) -> list[dict]:
+def engine_rows(concurrencies: list[int], n: int, pairs: int, work: Path) -> tuple[list[dict], list[dict]]:
     """Both clients on the real CPU engine: `pairs` pairs of runs of `n` requests, one client
     right after the other, the order alternating (so drift cancels).
 
@@ -168,7 +169,7 @@ def engine_rows(concurrencies: list[int], n: int, pairs: int, work: Path) -> lis
     name = f"cpu-engine-{port}"
     subprocess.run(["taskset", "-c", "0", str(ROOT / ".venv" / "bin" / "just"), "cpu-serve", str(port)], cwd=ROOT,
                    check=True, env=dict(os.environ, VLLM_CPU_OMP_THREADS_BIND="0"))
-    rows = []
+    rows, together = [], []
     try:
         base = f"http://127.0.0.1:{port}"
         for c in concurrencies:
@@ -185,12 +186,87 @@ def engine_rows(concurrencies: list[int], n: int, pairs: int, work: Path) -> lis
                         _, res = theirs(base, "tiny-llama", c, n, out, cpu=1)
                     rows.append({"client": client, "C": c, "pair": pair, "output tok/s": res["output_throughput"],
                                  "mean TPOT ms": res["mean_tpot_ms"], "mean TTFT ms": res["mean_ttft_ms"]})
+            print(f"engine: both clients at once at C={c}", file=sys.stderr, flush=True)
+            together.append(together_row(base, c, max(256, 16 * c // 2), work))
     finally:
         launcher.stop(name)
-    return rows
+    return rows, together
 
 
 ENGINE_KEYS = ("output tok/s", "mean TPOT ms", "mean TTFT ms")
+BLOCKS = 6  # the shared window is cut in this many blocks for the ratio's standard error
+
+
+def together_row(base: str, c: int, n: int, work: Path) -> dict:
+    """Both clients at once on the engine, C/2 streams each, so both see the same engine moment.
+
+    The engine's speed wanders by +-10 % within seconds here, which one-after-the-other runs
+    cannot average out to 3 %; sharing the moment takes it out of the comparison. Ours runs
+    until theirs is done (it starts sooner: vLLM's client imports for ~6 s). Compared over the
+    window where both keep all their streams busy (from the later first send to the earlier last
+    send): chunks a second, and mean TPOT and TTFT of the requests that ended inside it; the
+    ratio's standard error comes from the same figures in BLOCKS equal parts of the window.
+    """
+    half = c // 2
+    mine, vllm = work / f"together-bench-c{c}", work / f"together-vllm-c{c}"
+    cmd = ["taskset", "-c", "1", sys.executable, "-m", "bench", "run", "--base-url", f"{base}/v1",
+           "--tokenizer", TOKENIZER, "--concurrency", str(half), "--num-prompts", str(3 * n),
+           "--input-len", str(INPUT_LEN), "--output-len", str(OUTPUT_LEN), "--out", str(mine), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        vllm.mkdir(parents=True)
+        _, result = theirs(base, "tiny-llama", half, n, vllm, cpu=1)
+    finally:
+        proc.send_signal(signal.SIGINT)  # ours stops sending and keeps its records
+        proc.wait()
+    if proc.returncode not in (0, 130):  # 130: interrupted as asked
+        raise SystemExit(f"client failed ({proc.returncode}): {' '.join(cmd)}")
+    t0 = json.loads((mine / "manifest.json").read_text())["clock"]["t0_perf_counter"]
+    runs = {"bench": _our_requests(mine / "requests.jsonl", t0), "vllm": _their_requests(result)}
+    a = max(min(r["start"] for r in reqs) for reqs in runs.values())
+    b = min(max(r["start"] for r in reqs) for reqs in runs.values())
+    edges = np.linspace(a, b, BLOCKS + 1)
+    row = {"client": "both at once", "C": c, "window s": b - a}
+    for key, f in (("chunks/s", _chunk_rate), ("mean TPOT ms", _mean_of("tpot")), ("mean TTFT ms", _mean_of("ttft"))):
+        whole = {k: f(v, a, b) for k, v in runs.items()}
+        parts = np.array([f(runs["bench"], lo, hi) / f(runs["vllm"], lo, hi) for lo, hi in zip(edges, edges[1:])])
+        row[f"ours {key}"], row[f"theirs {key}"] = whole["bench"], whole["vllm"]
+        row[f"ours/theirs {key}"] = f"{whole['bench'] / whole['vllm']:.3f} +- {parts.std(ddof=1) / np.sqrt(BLOCKS):.3f}"
+    return row
+
+
+def _our_requests(path: Path, t0: float) -> list[dict]:
+    from bench.records import read_records
+    out = []
+    for r in read_records(path):
+        if r.ok and not r.warmup and r.first is not None and r.completion_tokens and r.completion_tokens > 1:
+            out.append({"start": t0 + r.sent, "end": t0 + r.last, "ttft": r.first - r.sent,
+                        "tpot": (r.last - r.first) / (r.completion_tokens - 1),
+                        "chunks": np.asarray(r.chunk_times) + t0})
+    return out
+
+
+def _their_requests(result: dict) -> list[dict]:
+    out = []
+    for st, ttft, itls, lat, n, err in zip(result["start_times"], result["ttfts"], result["itls"],
+                                          result["latencies"], result["output_lens"], result["errors"]):
+        if not err and n > 1:
+            # The last chunk's arrival ends the request for both clients here (vLLM's own
+            # latency runs to the end of the stream), so TPOT has one definition.
+            chunks = st + ttft + np.concatenate([[0.0], np.cumsum(itls)])
+            out.append({"start": st, "end": chunks[-1], "ttft": ttft,
+                        "tpot": (chunks[-1] - chunks[0]) / (n - 1), "chunks": chunks})
+    return out
+
+
+def _chunk_rate(reqs: list[dict], lo: float, hi: float) -> float:
+    return sum(int(((r["chunks"] >= lo) & (r["chunks"] < hi)).sum()) for r in reqs) / (hi - lo)
+
+
+def _mean_of(key: str):
+    def mean(reqs: list[dict], lo: float, hi: float) -> float:
+        return 1e3 * float(np.mean([r[key] for r in reqs if lo <= r["end"] < hi]))
+    return mean
 
 
 def engine_summary(rows: list[dict]) -> list[dict]:
@@ -288,15 +364,20 @@ def main(argv: list[str] | None = None) -> int:
 
     # Part 2: both clients on the real CPU engine, alternating.
     if args.engine_concurrency:
-        eng = engine_rows(args.engine_concurrency, args.engine_prompts, args.pairs, work)
+        eng, together = engine_rows(args.engine_concurrency, args.engine_prompts, args.pairs, work)
         text += [f"\n## CPU engine (tiny Llama, 64 in / 128 out, {args.engine_prompts} requests a run; "
                  "engine on core 0, client on core 1; every run in rows.json)\n",
+                 "One client after the other, in alternating pairs:\n",
                  tabulate(engine_summary(eng), headers="keys", tablefmt="github", floatfmt=".2f"),
-                 "", *_ttft_beside_error_bars(eng, calib)]
+                 "", *_ttft_beside_error_bars(eng, calib),
+                 "\nBoth at once, C/2 streams each (the same engine moment; window where both keep "
+                 "all streams busy, ratio +- standard error over its sixths):\n",
+                 tabulate(together, headers="keys", tablefmt="github", floatfmt=".2f")]
     report = "\n".join(text) + "\n"
     print(report)
     (work / "table.md").write_text(report)
-    (work / "rows.json").write_text(json.dumps({"calibration": calib, "floor": floor, "engine": eng if args.engine_concurrency else []},
+    (work / "rows.json").write_text(json.dumps({"calibration": calib, "floor": floor, "engine": eng if args.engine_concurrency else [],
+                                                "together": together if args.engine_concurrency else []},
                                                indent=2, default=float) + "\n")
     print(f"written to {work}/table.md", file=sys.stderr)
     return 0
