@@ -5,7 +5,8 @@ closed loops of C streams (128 output tokens, true TTFT 50 ms, one token every 2
 errors against the server's log, share of the ideal throughput, client CPU per 1,000 chunks
 and peak RSS (from wait4 on the client process). Part 2, the real CPU engine (core 0, the
 client on core 1): both clients on one server and workload, in alternating pairs of short
-runs; throughput, TPOT and TTFT side by side and as per-pair ratios.
+runs; throughput, TPOT and TTFT side by side and as per-pair ratios; then both clients at
+once, C/2 streams each, compared over the same seconds of the same engine.
 A benchmark, not a test: it prints figures and writes them to results/bench-client/.
 """
 from __future__ import annotations
@@ -187,7 +188,7 @@ def engine_rows(concurrencies: list[int], n: int, pairs: int, work: Path) -> tup
                     rows.append({"client": client, "C": c, "pair": pair, "output tok/s": res["output_throughput"],
                                  "mean TPOT ms": res["mean_tpot_ms"], "mean TTFT ms": res["mean_ttft_ms"]})
             print(f"engine: both clients at once at C={c}", file=sys.stderr, flush=True)
-            together.append(together_row(base, c, max(256, 16 * c // 2), work))
+            together += together_rows(base, c, max(256, 16 * c // 2), work)
     finally:
         launcher.stop(name)
     return rows, together
@@ -197,7 +198,7 @@ ENGINE_KEYS = ("output tok/s", "mean TPOT ms", "mean TTFT ms")
 BLOCKS = 6  # the shared window is cut in this many blocks for the ratio's standard error
 
 
-def together_row(base: str, c: int, n: int, work: Path) -> dict:
+def together_rows(base: str, c: int, n: int, work: Path) -> list[dict]:
     """Both clients at once on the engine, C/2 streams each, so both see the same engine moment.
 
     The engine's speed wanders by +-10 % within seconds here, which one-after-the-other runs
@@ -226,13 +227,15 @@ def together_row(base: str, c: int, n: int, work: Path) -> dict:
     a = max(min(r["start"] for r in reqs) for reqs in runs.values())
     b = min(max(r["start"] for r in reqs) for reqs in runs.values())
     edges = np.linspace(a, b, BLOCKS + 1)
-    row = {"client": "both at once", "C": c, "window s": b - a}
+    rows = {k: {"client": k, "C": c, "window s": round(b - a, 1)} for k in ("bench", "vllm")}
+    ratio = {"client": "ours/theirs (same moment)", "C": c, "window s": round(b - a, 1)}
     for key, f in (("chunks/s", _chunk_rate), ("mean TPOT ms", _mean_of("tpot")), ("mean TTFT ms", _mean_of("ttft"))):
-        whole = {k: f(v, a, b) for k, v in runs.items()}
+        whole = {k: f(reqs, a, b) for k, reqs in runs.items()}
+        for k in runs:
+            rows[k][key] = round(whole[k], 2)
         parts = np.array([f(runs["bench"], lo, hi) / f(runs["vllm"], lo, hi) for lo, hi in zip(edges, edges[1:])])
-        row[f"ours {key}"], row[f"theirs {key}"] = whole["bench"], whole["vllm"]
-        row[f"ours/theirs {key}"] = f"{whole['bench'] / whole['vllm']:.3f} +- {parts.std(ddof=1) / np.sqrt(BLOCKS):.3f}"
-    return row
+        ratio[key] = f"{whole['bench'] / whole['vllm']:.3f} +- {parts.std(ddof=1) / np.sqrt(BLOCKS):.3f}"
+    return [rows["bench"], rows["vllm"], ratio]
 
 
 def _our_requests(path: Path, t0: float) -> list[dict]:
