@@ -59,6 +59,10 @@ class RecordWriter:
         self._f.write(rec.to_json() + b"\n")
         self._f.flush()
 
+    def write_many(self, recs: list[Record]) -> None:
+        self._f.write(b"".join(rec.to_json() + b"\n" for rec in recs))
+        self._f.flush()
+
     def close(self) -> None:
         self._f.close()
 

@@ -259,5 +259,6 @@ async def _measure(args, info, api_key, ignore_eos, extra, tok, warm, prompts, l
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         await transport.close()
+        runner.write_ended()
         writer.close()
     return runner.stopping

@@ -57,6 +57,7 @@ class Runner:
         self.stopping = False
         self.id_base = 0  # ids continue from the warm-up phase into the measured one
         self.tasks: list[asyncio.Task] = []
+        self.ended: list = []  # (record, fill) of requests ended in this loop turn
 
     # -- one request ---------------------------------------------------------------------
     async def one(self, rid: int, prompt: Prompt, scheduled: float, warmup: bool, timeout: float | None) -> float:
@@ -75,8 +76,11 @@ class Runner:
             raise
         except (OSError, ConnectionError) as e:
             end = self._failed(rec, "connection", f"{type(e).__name__}: {e}")
-        # Parsed and written in a later callback, so that this worker's next request goes out first.
-        asyncio.get_running_loop().call_soon(self._write, rec, fill)
+        # Parsed and written in a later callback, so that this worker's next request goes out
+        # first; requests ending in the same loop turn are written together, in one write.
+        self.ended.append((rec, fill))
+        if len(self.ended) == 1:
+            asyncio.get_running_loop().call_soon(self.write_ended)
         return end
 
     def _failed(self, rec: Record, kind: str, message: str) -> float:
@@ -85,7 +89,18 @@ class Runner:
         rec.error_kind, rec.error = kind, message
         return now
 
+    def write_ended(self) -> None:
+        """Write the records of the requests that ended (also called once more at the end)."""
+        ended, self.ended = self.ended, []
+        for rec, fill in ended:
+            self._finish(rec, fill)
+        self.writer.write_many([rec for rec, _ in ended])
+
     def _write(self, rec: Record, fill=None) -> None:
+        self._finish(rec, fill)
+        self.writer.write(rec)
+
+    def _finish(self, rec: Record, fill=None) -> None:
         if fill is not None:
             fill()
         # Offsets from t0, unrounded: round() would cost ~40 us per 128 chunks, in the very
@@ -96,7 +111,6 @@ class Runner:
             if v is not None:
                 setattr(rec, name, v - t0)
         rec.chunk_times = [t - t0 for t in rec.chunk_times]
-        self.writer.write(rec)
         p = self.progress
         p.in_flight -= 1
         p.done += 1
