@@ -123,9 +123,10 @@ def floor_row(concurrency: int, n: int, work: Path) -> dict:
             "load-phase CPU ms / 1k": float(out.strip())}
 
 
-def calibration_row(client: str, concurrency: int, n: int, work: Path) -> dict:
+def calibration_row(client: str, concurrency: int, n: int, work: Path, run: int = 1) -> dict:
     """One client at one concurrency against a fresh calibration server on core 0."""
-    log, out = work / f"{client}-c{concurrency}-server.jsonl", work / f"{client}-c{concurrency}"
+    name = f"{client}-c{concurrency}" + (f"-{run}" if run > 1 else "")
+    log, out = work / f"{name}-server.jsonl", work / name
     server = start_server(0, log=log, ttft_ms=TTFT_MS, itl_ms=ITL_MS, cpu=0)
     try:
         if client == "bench":
@@ -142,7 +143,7 @@ def calibration_row(client: str, concurrency: int, n: int, work: Path) -> dict:
     ideal = concurrency * OUTPUT_LEN / ((TTFT_MS + (OUTPUT_LEN - 1) * ITL_MS) / 1e3)
     err = accuracy.errors(res["_lat"], truth)
     lag = send_lag_stats(log)
-    return {"client": client, "C": concurrency, "requests": n,
+    return {"client": client, "C": concurrency, "run": run, "requests": n,
             "TTFT true mean ms": truth["ttft"].mean(), "TTFT measured mean ms": res["_lat"]["ttft"].mean(),
             "TTFT mean err ms": err["ttft_mean_error_ms"], "TTFT p99 err ms": err["ttft_p99_error_ms"],
             "ITL p99 err ms": err["itl_p99_error_ms"],
@@ -307,6 +308,19 @@ def _ratio_rows(rows: list[dict], keys: list[str], by: tuple[str, ...]) -> list[
     return out
 
 
+def _spread(calib: list[dict], top: int) -> list[str]:
+    """One line per client: the figures of every run at the top concurrency, so a reader sees
+    how much one run can be trusted on this host."""
+    keys = ("load-phase CPU ms / 1k", "% of ideal tok/s", "TTFT mean err ms", "server lag p99 ms")
+    lines = []
+    for client in ("bench", "vllm"):
+        runs = [r for r in calib if r["client"] == client and r["C"] == top]
+        if len(runs) > 1:
+            parts = [f"{k} " + ", ".join(f"{r[k]:.2f}" for r in runs) for k in keys if runs[0][k] is not None]
+            lines.append(f"- {client} at C={top}, {len(runs)} runs: " + "; ".join(parts))
+    return ["", *lines] if lines else []
+
+
 def _ttft_beside_error_bars(eng: list[dict], calib: list[dict]) -> list[str]:
     """The engine runs' TTFT difference next to each client's TTFT error on the calibration
     server at the nearest concurrency at or above (the error a client adds by itself)."""
@@ -328,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 256, 1024],
                    help="Closed-loop stream counts for the calibration part.")
+    p.add_argument("--top-runs", type=int, default=3,
+                   help="Runs of each client at the highest concurrency, where the targets are tightest "
+                        "and this host's noise shows most (the order alternating).")
     p.add_argument("--engine-concurrency", type=int, nargs="*", default=[8, 64],
                    help="Concurrencies for the CPU-engine part; none to skip it.")
     p.add_argument("--engine-prompts", type=int, default=128, help="Requests per CPU-engine run.")
@@ -344,12 +361,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # Part 1: both clients against the calibration server, one concurrency at a time.
     calib = []
+    top = max(args.concurrency)
     for c in args.concurrency:
         n = max(10, 2 * c) if c > 1 else 10
-        for client in ("bench", "vllm"):
-            print(f"calibration: {client} at C={c}, {n} requests", file=sys.stderr, flush=True)
-            calib.append(calibration_row(client, c, n, work))
-    top = max(args.concurrency)
+        for run in range(1, (args.top_runs if c == top else 1) + 1):
+            for client in ("bench", "vllm") if run % 2 else ("vllm", "bench"):
+                print(f"calibration: {client} at C={c}, {n} requests, run {run}", file=sys.stderr, flush=True)
+                calib.append(calibration_row(client, c, n, work, run))
     print(f"calibration: floor at C={top}", file=sys.stderr, flush=True)
     floor = floor_row(top, max(10, 2 * top), work)
     keys = ["TTFT mean err ms", "TTFT p99 err ms", "ITL p99 err ms", "% of ideal tok/s", "% of served tok/s",
@@ -360,10 +378,12 @@ def main(argv: list[str] | None = None) -> int:
             "\nCPU ms / 1k chunks: the whole client process (start-up included) per chunk sent by the server; "
             "load-phase: ours only, while sending (from its summary). The floor row is a bare uvloop protocol "
             "that only notices each response's end: the event loop's and kernel's share, below any real client."]
+    text += _spread(calib, top)
     late = [r for r in calib if r["server lag p99 ms"] > 0.5]
     if late:
         text.append("\nWARNING: the calibration server's own send lag p99 exceeded 0.5 ms in "
-                    + ", ".join(f"{r['client']} C={r['C']}" for r in late) + "; those rows measure the server too.")
+                    + ", ".join(f"{r['client']} C={r['C']} run {r['run']}" for r in late)
+                    + "; there the server's lateness is in the throughput too (% of served takes it out).")
 
     # Part 2: both clients on the real CPU engine, alternating.
     if args.engine_concurrency:
