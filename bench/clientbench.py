@@ -152,7 +152,21 @@ def calibration_row(client: str, concurrency: int, n: int, work: Path, run: int 
             "% of served tok/s": 100 * res["output_throughput"] / (concurrency * OUTPUT_LEN / (truth["e2el"].mean() / 1e3)),
             "CPU ms / 1k chunks": 1e6 * usage["cpu_s"] / chunks,
             "load-phase CPU ms / 1k": res.get("client_cpu_ms_per_1k_chunks"), "peak RSS MB": usage["rss_mb"],
+            "chunks >1 ms late": _late_chunks(out, entries) if client == "bench" else None,
             "server lag p99 ms": lag["p99_ms"]}
+
+
+def _late_chunks(out: Path, entries: dict[str, dict]) -> int:
+    """Chunks our client stamped more than 1 ms after the server sent them, matched one by one
+    (a stamp shared by two chunks read together shows here first)."""
+    from bench.records import read_records
+    t0 = json.loads((out / "manifest.json").read_text())["clock"]["t0_perf_counter"]
+    sent = {int(rid.rsplit("-", 1)[1]): e["sent"] for rid, e in entries.items() if rid.startswith("bench-")}
+    late = 0
+    for r in read_records(out / "requests.jsonl"):
+        if r.ok and not r.warmup and r.id in sent:
+            late += int(np.count_nonzero(t0 + np.asarray(r.chunk_times) - np.asarray(sent[r.id]) > 1e-3))
+    return late
 
 
 def engine_rows(concurrencies: list[int], n: int, pairs: int, work: Path) -> tuple[list[dict], list[dict]]:
