@@ -304,8 +304,9 @@ def read_log(path: str | Path) -> dict[str, dict]:
         for line in f:
             if line.strip():
                 entry = orjson.loads(line)
-                first, step = entry["due_first"], entry["due_step"]
-                entry["due"] = [first + i * step for i in range(len(entry["sent"]))]  # as planned
+                if "due" not in entry:  # logs before 2026-11-30 list it themselves
+                    first, step = entry["due_first"], entry["due_step"]
+                    entry["due"] = [first + i * step for i in range(len(entry["sent"]))]  # as planned
                 out[entry["id"]] = entry
     return out
 

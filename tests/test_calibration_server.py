@@ -254,3 +254,13 @@ def test_every_flag_has_help():
     p = argparse.ArgumentParser()
     add_arguments(p)
     assert all(a.help for a in p._actions)
+
+
+def test_read_log_spells_out_due_and_reads_the_older_format(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"id": "new", "due_first": 10.0, "due_step": 0.02, "sent": [10.001, 10.0205, 10.041]}\n'
+                   '{"id": "old", "due": [5.0, 5.5], "sent": [5.001, 5.502]}\n')
+    entries = read_log(log)
+    assert entries["new"]["due"] == [10.0, 10.0 + 0.02, 10.0 + 2 * 0.02]
+    assert entries["old"]["due"] == [5.0, 5.5]
+    assert send_lag_stats(log)["chunks"] == 5
