@@ -80,8 +80,13 @@ class Plan:
 
     @property
     def tokens(self) -> list[int]:
-        n = self.chunks
-        return [self.k] * (n - 1) + [self.max_tokens - self.k * (n - 1)]
+        return split_tokens(self.max_tokens, self.k)
+
+
+def split_tokens(total: int, k: int) -> list[int]:
+    """Tokens per chunk: k each, the last the rest."""
+    n = -(-total // k)
+    return [k] * (n - 1) + [total - k * (n - 1)]
 
 
 def parse_request(body: dict, chat: bool, info: dict) -> Plan:
@@ -177,14 +182,15 @@ def _events(chat: bool, model: str, prompt: int, total: int, k: int, continuous:
     middle one (with continuous usage, a template taking total and completion tokens) and
     the tail's (usage when asked, then [DONE])."""
     head = _head(chat, ("chatcmpl-" if chat else "cmpl-") + _RID, _CREATED, model)
-    n = -(-total // k)
+    tokens = split_tokens(total, k)
+    n = len(tokens)
 
     def event(obj: dict) -> bytes:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     def chunk(i: int, role: bool = False) -> bytes:
         finish = "length" if i == n - 1 and not role else None
-        text = "" if role else TOKEN * (k if i < n - 1 else total - k * (n - 1))
+        text = "" if role else TOKEN * tokens[i]
         obj = {**head, "choices": [_choice(chat, text, finish, role=ASSISTANT if role else {})]}
         if continuous:  # vLLM's continuous_usage_stats: cumulative usage in every chunk
             obj["usage"] = _usage(prompt, 0 if role else min((i + 1) * k, total))

@@ -59,7 +59,7 @@ class _Poller:
         self.conns: dict[int, _Connection] = {}
         self.window, self.ready = 0.0, 0  # sockets found ready since `window` began
         self.timer: asyncio.Handle | None = None  # set while polling on the timer
-        self.ended: deque = deque()  # (connection, end time) of responses not handed over yet
+        self.ended: deque = deque()  # connections whose response ended, not handed over yet
         loop.add_reader(self.ep.fileno(), self._woken)
 
     def add(self, conn: _Connection) -> None:
@@ -80,8 +80,8 @@ class _Poller:
                 conn.readable(base, offset)
         ended = self.ended
         for _ in range(min(len(ended), WAKE_PER_READ)):
-            conn, t = ended.popleft()
-            conn._end(t)
+            conn = ended.popleft()
+            conn._end(conn.ending)
         return len(events)
 
     def _woken(self) -> None:
@@ -172,7 +172,7 @@ class _Connection:
             return self._lost()
         if reader.feed(data, t):
             self.ending = t
-            self.poller.ended.append((self, t))
+            self.poller.ended.append(self)
 
     def _end(self, t: float | None) -> None:
         if self.done is not None and not self.done.done():

@@ -56,8 +56,7 @@ class RecordWriter:
         self._f: IO[bytes] = open(path, "ab")
 
     def write(self, rec: Record) -> None:
-        self._f.write(rec.to_json() + b"\n")
-        self._f.flush()
+        self.write_many([rec])
 
     def write_many(self, recs: list[Record]) -> None:
         self._f.write(b"".join(rec.to_json() + b"\n" for rec in recs))

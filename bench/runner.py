@@ -72,7 +72,8 @@ class Runner:
             end = self._failed(rec, "timeout", f"no complete response within {timeout:g} s")
         except asyncio.CancelledError:
             self._failed(rec, "interrupted", "the run was interrupted before this request finished")
-            self._write(rec)
+            self.ended.append((rec, None))
+            self.write_ended()
             raise
         except (OSError, ConnectionError) as e:
             end = self._failed(rec, "connection", f"{type(e).__name__}: {e}")
@@ -92,13 +93,10 @@ class Runner:
     def write_ended(self) -> None:
         """Write the records of the requests that ended (also called once more at the end)."""
         ended, self.ended = self.ended, []
-        for rec, fill in ended:
-            self._finish(rec, fill)
-        self.writer.write_many([rec for rec, _ in ended])
-
-    def _write(self, rec: Record, fill=None) -> None:
-        self._finish(rec, fill)
-        self.writer.write(rec)
+        if ended:
+            for rec, fill in ended:
+                self._finish(rec, fill)
+            self.writer.write_many([rec for rec, _ in ended])
 
     def _finish(self, rec: Record, fill=None) -> None:
         if fill is not None:
