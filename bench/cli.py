@@ -11,10 +11,10 @@ from bench.errors import UserError
 # name -> (module, one-line help). Each module is imported only when its command is built.
 SUBCOMMANDS = {
     "run": ("bench.run", "Measure one load point against a server and write a run folder."),
-    "campaign": ("bench.campaign", "Sweep scenarios x load points against a server, resumable."),
-    "report": ("bench.report", "Print comparison tables from a tree of run folders."),
-    "plot": ("bench.plot", "Draw latency/throughput plots next to the run folders."),
-    "import": ("bench.importer", "Import result JSON written by vLLM's benchmark into run folders."),
+    "campaign": ("bench.results.campaign", "Sweep scenarios x load points against a server, resumable."),
+    "report": ("bench.results.report", "Print comparison tables from a tree of run folders."),
+    "plot": ("bench.results.plot", "Draw latency/throughput plots next to the run folders."),
+    "import": ("bench.results.importer", "Import result JSON written by vLLM's benchmark into run folders."),
 }
 
 

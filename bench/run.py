@@ -18,12 +18,11 @@ from pathlib import Path
 from time import perf_counter
 from urllib.parse import urlsplit
 
-from bench import manifest, probe, schedule, workload
 from bench.errors import UserError
-from bench.records import RecordWriter, read_records
-from bench.runner import Load, Runner
-
-DEFAULT_RESULTS = Path(os.environ.get("RESULTS", Path(__file__).resolve().parents[1] / "results"))
+from bench.instrument import manifest, probe, schedule, workload
+from bench.instrument.records import RecordWriter, read_records
+from bench.instrument.runner import Load, Runner
+from bench.paths import RESULTS as DEFAULT_RESULTS
 
 
 def _positive(kind):
@@ -152,7 +151,8 @@ def run_folder(args, label: str) -> Path:
 
 
 def main(args) -> int:
-    from bench import metrics, serverinfo
+    from bench.instrument import metrics
+    from bench.serve import serverinfo
 
     if args.concurrency is None and args.rate is None:
         raise UserError("give --concurrency N (closed loop) or --rate R (open loop)")
@@ -190,7 +190,7 @@ def main(args) -> int:
         man["campaign"] = {"name": args.campaign, "scenario": args.scenario,
                            "load_point": schedule.load_point_name(args.concurrency, args.rate)}
     if args.self_check:
-        from bench import accuracy
+        from bench.lab import accuracy
         man["self_check"] = accuracy.self_check(args.concurrency or 64, args.api)
         print(accuracy.describe(man["self_check"]), file=sys.stderr)
     manifest.write(out / "manifest.json", man)
@@ -240,10 +240,10 @@ def _event_loop_run(coro):
 async def _measure(args, info, api_key, ignore_eos, extra, tok, warm, prompts, load, out, t0) -> bool:
     """Warm up and measure; True when interrupted (the records written so far are kept)."""
     if args.transport == "openai":
-        from bench.client_openai import OpenAITransport
+        from bench.instrument.client_openai import OpenAITransport
         transport = OpenAITransport(args.base_url, args.api, api_key, args.request_timeout)
     else:
-        from bench.client import RawTransport
+        from bench.instrument.client import RawTransport
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         transport = RawTransport(args.base_url, args.api, headers)
     transport.count = lambda text: len(tok.encode(text, add_special_tokens=False).ids)

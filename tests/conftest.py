@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.launcher import free_port
+from bench.serve.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 JUST = str(ROOT / ".venv" / "bin" / "just")

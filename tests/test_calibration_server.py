@@ -9,7 +9,13 @@ import time
 
 import pytest
 
-from bench.calibration import main, read_log, send_lag_stats, start_server, stop_server
+from bench.lab.calibration import (
+    main,
+    read_log,
+    send_lag_stats,
+    start_server,
+    stop_server,
+)
 
 TTFT_MS, ITL_MS = 30.0, 5.0
 
@@ -250,7 +256,8 @@ def test_port_in_use_is_one_sentence_and_exit_2(tmp_path, capsys):
 
 def test_every_flag_has_help():
     import argparse
-    from bench.calibration import add_arguments
+
+    from bench.lab.calibration import add_arguments
     p = argparse.ArgumentParser()
     add_arguments(p)
     assert all(a.help for a in p._actions)

@@ -7,9 +7,9 @@ import time
 import pytest
 import uvloop
 
-from bench.calibration import read_log, start_server, stop_server
-from bench.client import RawTransport
-from bench.records import Record
+from bench.instrument.client import RawTransport
+from bench.instrument.records import Record
+from bench.lab.calibration import read_log, start_server, stop_server
 
 STREAM = {"model": "calibration", "prompt": "a b c", "stream": True,
           "stream_options": {"include_usage": True, "continuous_usage_stats": True}}

@@ -5,9 +5,9 @@ import socket
 
 import openai
 import pytest
-
-from bench.workload import load_tokenizer
 from conftest import ROOT, free_port, just
+
+from bench.instrument.workload import load_tokenizer
 
 TOKENIZER = load_tokenizer(str(ROOT / "recipes" / "models" / "tiny-llama"))
 

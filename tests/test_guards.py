@@ -1,4 +1,4 @@
-"""Guards: each one triggered, as a pure function, through `python -m bench.guards`, and through a
+"""Guards: each one triggered, as a pure function, through `python -m bench.serve.guards`, and through a
 serve recipe that must stop before it writes anything or starts an engine."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import guards
+from bench.serve import guards
 
 ROOT = Path(__file__).resolve().parents[1]
 JUST = str(ROOT / ".venv" / "bin" / "just")

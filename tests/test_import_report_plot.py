@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import importer, plot, report
 from bench.cli import main
-from bench.records import read_records
+from bench.instrument.records import read_records
+from bench.results import importer, plot, report
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vllm-bench-results"
 DGX = FIXTURES / "dgx-h200-2025-04-16"

@@ -1,9 +1,9 @@
-"""bench.metrics against records whose every number is worked out by hand below."""
+"""bench.instrument.metrics against records whose every number is worked out by hand below."""
 import pytest
 
 from bench.errors import UserError
-from bench.metrics import format_summary, summarise
-from bench.records import Record
+from bench.instrument.metrics import format_summary, summarise
+from bench.instrument.records import Record
 
 
 def approx(x):

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.calibration import read_log, start_server, stop_server
 from bench.cli import main
-from bench.records import read_records
+from bench.instrument.records import read_records
+from bench.lab.calibration import read_log, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
@@ -149,7 +149,7 @@ def test_duration_ends_a_closed_loop_before_its_prompts_run_out(calibration, tmp
 
 
 def test_open_loop_sends_on_the_seeded_schedule(calibration, tmp_path):
-    from bench.schedule import arrival_times
+    from bench.instrument.schedule import arrival_times
 
     server = calibration(ttft_ms=5, itl_ms=5)
     out = tmp_path / "run"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.records import read_records
+from bench.instrument.records import read_records
 
 pytestmark = pytest.mark.slow
 

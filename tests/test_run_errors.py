@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-
-from bench.calibration import start_server, stop_server
-from bench.cli import main
 from conftest import ROOT, free_port
+
+from bench.cli import main
+from bench.lab.calibration import start_server, stop_server
 
 TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
 

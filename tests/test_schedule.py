@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bench.schedule import arrival_times, load_point_name
+from bench.instrument.schedule import arrival_times, load_point_name
 
 
 @pytest.mark.parametrize("burstiness", [1.0, 0.25, 4.0])

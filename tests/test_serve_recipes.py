@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench import serverinfo
+from bench.serve import serverinfo
 
 ROOT = Path(__file__).resolve().parents[1]
 JUST = str(ROOT / ".venv" / "bin" / "just")

@@ -1,9 +1,9 @@
 """The response parser on hand-made bytes, cut at every possible boundary."""
 import json
 
-from bench.records import Record
-from bench.reader import ResponseReader
-from bench.stream import StreamParser
+from bench.instrument.reader import ResponseReader
+from bench.instrument.records import Record
+from bench.instrument.stream import StreamParser
 
 
 def sse(obj) -> bytes:

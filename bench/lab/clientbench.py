@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from bench import accuracy
-from bench.calibration import read_log, send_lag_stats, start_server, stop_server
+from bench.lab import accuracy
+from bench.lab.calibration import read_log, send_lag_stats, start_server, stop_server
 
 ROOT = accuracy.ROOT
 TOKENIZER = str(accuracy.TINY_TOKENIZER)
@@ -115,7 +115,7 @@ def floor_row(concurrency: int, n: int, work: Path) -> dict:
     server = start_server(0, log=work / f"floor-c{concurrency}-server.jsonl", ttft_ms=TTFT_MS, itl_ms=ITL_MS, cpu=0)
     try:
         out = subprocess.run(["taskset", "-c", "1", sys.executable, "-c",
-                              f"from bench.clientbench import floor_client; floor_client({server.port}, {concurrency}, {n})"],
+                              f"from bench.lab.clientbench import floor_client; floor_client({server.port}, {concurrency}, {n})"],
                              cwd=ROOT, capture_output=True, text=True, check=True).stdout
     finally:
         stop_server(server)
@@ -159,7 +159,7 @@ def calibration_row(client: str, concurrency: int, n: int, work: Path, run: int 
 def _late_chunks(out: Path, entries: dict[str, dict]) -> int:
     """Chunks our client stamped more than 1 ms after the server sent them, matched one by one
     (a stamp shared by two chunks read together shows here first)."""
-    from bench.records import read_records
+    from bench.instrument.records import read_records
     t0 = json.loads((out / "manifest.json").read_text())["clock"]["t0_perf_counter"]
     sent = {int(rid.rsplit("-", 1)[1]): e["sent"] for rid, e in entries.items() if rid.startswith("bench-")}
     late = 0
@@ -179,7 +179,7 @@ def engine_rows(concurrencies: list[int], n: int, pairs: int, work: Path) -> tup
     clients or the engine. Pinned, the engine's own speed still swings by +-25 % within
     minutes on this kind of host, so many short pairs compare better than two long runs.
     """
-    from bench import launcher
+    from bench.serve import launcher
 
     port = launcher.free_port()
     name = f"cpu-engine-{port}"
@@ -254,7 +254,7 @@ def together_rows(base: str, c: int, n: int, work: Path) -> list[dict]:
 
 
 def _our_requests(path: Path, t0: float) -> list[dict]:
-    from bench.records import read_records
+    from bench.instrument.records import read_records
     out = []
     for r in read_records(path):
         if r.ok and not r.warmup and r.first is not None and r.completion_tokens and r.completion_tokens > 1:
@@ -352,7 +352,7 @@ def _ttft_beside_error_bars(eng: list[dict], calib: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.clientbench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.lab.clientbench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 256, 1024],
                    help="Closed-loop stream counts for the calibration part.")

@@ -1,9 +1,9 @@
 """What a serve recipe started, left in .run/serve-<port>.json for `bench run`'s manifest.
 
 A serve recipe (scripts/*.just) calls, just before it execs the engine:
-    python -m bench.serverinfo write --port P --engine E --label L --version V --model M --gpus N -- CMD...
+    python -m bench.serve.serverinfo write --port P --engine E --label L --version V --model M --gpus N -- CMD...
 and `bench run` calls read(port) to put the engine, label and exact command in manifest["server"].
-`python -m bench.serverinfo format -- CMD...` prints a command as one copy-pasteable shell line.
+`python -m bench.serve.serverinfo format -- CMD...` prints a command as one copy-pasteable shell line.
 """
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.errors import UserError
-
-RUN_DIR = Path(os.environ.get("BENCH_RUN_DIR", Path(__file__).resolve().parents[1] / ".run"))
+from bench.paths import RUN_DIR
 
 
 def path(port: int) -> Path:
@@ -75,7 +74,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.serverinfo", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.serve.serverinfo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True)
     w = sub.add_parser("write", help="Record the server command a recipe is about to exec.")
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(json.dumps(info, indent=2))
     except UserError as e:
-        print(f"bench.serverinfo: {e}", file=sys.stderr)
+        print(f"bench.serve.serverinfo: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from bench.records import Record
+from bench.instrument.records import Record
 
 
 class StreamParser:

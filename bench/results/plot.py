@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.records import read_records
-from bench.report import Run, context, find_runs, load_key, scenario_key, value
+from bench.instrument.records import read_records
+from bench.results.report import Run, context, find_runs, load_key, scenario_key, value
 
 LATENCY_PANELS = [("ttft_p50", "TTFT p50 (ms)"), ("ttft_p99", "TTFT p99 (ms)"),
                   ("tpot_p50", "TPOT p50 (ms)"), ("tpot_p99", "TPOT p99 (ms)")]

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UserError
+from bench.paths import SCENARIO_DIR
 
-SCENARIO_DIR = Path(__file__).resolve().parents[1] / "recipes" / "scenarios"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # safe as a folder name
 
 
@@ -106,7 +106,7 @@ def _scenario(raw: dict, where: str) -> Scenario:
 
 def points(s: Scenario, folder: Path) -> list[Point]:
     """Closed-loop points first, then open-loop ones, in the order the file lists them."""
-    from bench.schedule import load_point_name
+    from bench.instrument.schedule import load_point_name
 
     loads = [(c, None) for c in s.concurrency] + [(s.max_concurrency, float(r)) for r in s.rates]
     return [Point(s, load_point_name(c, r), c, r,

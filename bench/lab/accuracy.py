@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.records import read_records
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY_TOKENIZER = ROOT / "recipes" / "models" / "tiny-llama"
+from bench.instrument.records import read_records
+from bench.paths import ROOT
+from bench.paths import TINY_MODEL as TINY_TOKENIZER
 
 
 def latencies_from_log(log: dict[str, dict], ids: set[str] | None = None) -> dict[str, np.ndarray]:
@@ -69,8 +68,13 @@ def errors(measured: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> dic
 def self_check(concurrency: int, api: str = "completions", output_len: int = 32,
                ttft_ms: float = 50.0, itl_ms: float = 20.0) -> dict:
     """Run this client against a fresh calibration server at `concurrency`; its error bar."""
-    from bench.calibration import read_log, send_lag_stats, start_server, stop_server
     from bench.cli import main
+    from bench.lab.calibration import (
+        read_log,
+        send_lag_stats,
+        start_server,
+        stop_server,
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench-self-check-") as tmp:
         log, out = Path(tmp) / "server.jsonl", Path(tmp) / "run"

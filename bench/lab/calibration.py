@@ -9,7 +9,7 @@ scheduler wakes (timerfd, sub-ms) at the next due time, writes every due chunk o
 stream and parses new requests in the gaps, so one core keeps up with tens of thousands of
 chunks per second.
 
-    python -m bench.calibration --port 8100 --ttft-ms 50 --itl-ms 20 --log calib.jsonl
+    python -m bench.lab.calibration --port 8100 --ttft-ms 50 --itl-ms 20 --log calib.jsonl
 
 A request may override the timing with a body field
 `"calibration": {"ttft_ms": 10, "itl_ms": 5, "tokens_per_chunk": 3}`.
@@ -52,8 +52,9 @@ from pathlib import Path
 
 import orjson
 
-from bench.calibration_http import Listener, Stream
 from bench.errors import UserError
+from bench.lab.calibration_http import Listener, Stream
+from bench.paths import ROOT
 
 READY = "calibration server ready on "
 EARLY = 150e-6   # wake this long before a chunk is due, then spin: wake-ups come ~50-100 us late
@@ -226,7 +227,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.calibration", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.lab.calibration", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     args = p.parse_args(argv)
@@ -259,13 +260,13 @@ def start_server(port: int = 0, *, log: str | Path, host: str = "127.0.0.1",
     port=0 picks a free port; the returned Popen carries `.port` and `.base_url`.
     cpu=N pins the server to that core with `taskset -c N`. Stop it with stop_server().
     """
-    cmd = [sys.executable, "-m", "bench.calibration", "--host", host, "--port", str(port),
+    cmd = [sys.executable, "-m", "bench.lab.calibration", "--host", host, "--port", str(port),
            "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms),
            "--tokens-per-chunk", str(tokens_per_chunk), "--log", str(log),
            "--model", model, "--max-model-len", str(max_model_len), "--loop", loop]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(ROOT)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)

@@ -2,7 +2,7 @@
 
 Each guard is a pure function of the command line (and of the model's config.json) that returns a
 sentence saying what is wrong and how to fix it, or None. The command line entry
-    python -m bench.guards --engine sglang --model /DeepSeek-R1 [--deepgemm-cache DIR] -- CMD...
+    python -m bench.serve.guards --engine sglang --model /DeepSeek-R1 [--deepgemm-cache DIR] -- CMD...
 prints every refusal and warning on stderr and exits 2 if anything was refused, before anything
 heavy starts.
 """
@@ -135,7 +135,7 @@ def check(engine: str, model: str, argv: list[str], deepgemm_cache: Path | None 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.guards", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.serve.guards", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine", required=True, help="Engine the command starts: vllm, sglang or trtllm.")
     p.add_argument("--model", required=True, help="Model path the command serves; its config.json is read.")

@@ -34,7 +34,7 @@ from collections import Counter
 from typing import Iterable
 
 from bench.errors import UserError
-from bench.records import Record
+from bench.instrument.records import Record
 
 PERCENTILES = (50, 90, 95, 99)
 INTERACTIVITY_PERCENTILES = (1, 5, 10, 50, 90, 99)  # the low tail is the slow users

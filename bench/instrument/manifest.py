@@ -36,7 +36,7 @@ def redact(argv: list[str]) -> list[str]:
 
 
 def git_sha() -> str | None:
-    root = Path(__file__).resolve().parents[1]
+    from bench.paths import ROOT as root
     if not (root / ".git").exists() or not shutil.which("git"):
         return None
     try:

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-RUN_DIR = Path(os.environ.get("BENCH_RUN_DIR", Path(__file__).resolve().parents[1] / ".run"))
+from bench.paths import RUN_DIR
 
 
 class LaunchError(Exception):
@@ -145,7 +145,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.launcher", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.serve.launcher", description=__doc__)
     sub = p.add_subparsers(dest="action", required=True)
     s = sub.add_parser("start", help="Start a server command in the background and wait for readiness.")
     s.add_argument("--name", required=True, help="Name for the pid and log files, e.g. cpu-engine-8000.")
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise LaunchError("no server command given after --")
             pid = start(args.name, command, args.host, args.port, args.timeout, args.ready_path)
             if args.engine:
-                from bench import serverinfo
+                from bench.serve import serverinfo
                 # with the pid, a record outlives its server by nothing: read() forgets it
                 serverinfo.write(port=args.port, engine=args.engine, label=args.label or args.engine,
                                  version=args.version, model=None, gpus=0, command=shlex.join(command), pid=pid)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-
-import orjson
 from dataclasses import dataclass, field
 from typing import IO, Iterator
+
+import orjson
 
 
 @dataclass

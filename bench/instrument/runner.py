@@ -15,8 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from time import perf_counter
 
-from bench.records import Record, RecordWriter
-from bench.workload import Prompt
+from bench.instrument.records import Record, RecordWriter
+from bench.instrument.workload import Prompt
 
 _TIMES = ("scheduled", "sent", "first", "last")
 

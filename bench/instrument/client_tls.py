@@ -10,7 +10,7 @@ import asyncio
 import socket
 from time import perf_counter
 
-from bench.reader import ResponseReader
+from bench.instrument.reader import ResponseReader
 
 
 class TlsConnection(asyncio.Protocol):

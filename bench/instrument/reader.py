@@ -2,13 +2,13 @@
 
 The common case (a 200 chunked stream whose reads end on event boundaries and whose events
 all carry cumulative usage) is counted without decoding JSON; from the first read that
-breaks that shape, or for anything but a stream, bench.stream.StreamParser takes over.
+breaks that shape, or for anything but a stream, bench.instrument.stream.StreamParser takes over.
 """
 from __future__ import annotations
 
 import re
 
-from bench.stream import StreamParser
+from bench.instrument.stream import StreamParser
 
 _completion_tokens = re.compile(rb'"completion_tokens":\s*(\d+)').findall
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')

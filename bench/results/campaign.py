@@ -1,6 +1,6 @@
 """`bench campaign`: every scenario x load point of a scenario set, one `bench run` each.
 
-Scenario sets are read by bench.scenarios. Each point runs `bench run` in a subprocess (its own
+Scenario sets are read by bench.results.scenarios. Each point runs `bench run` in a subprocess (its own
 memory and event loop) into <results>/<campaign>/<label>/<scenario>/<load-point>/.
 Resume: a point whose summary.json is complete is kept unless --redo; a partial or failed one is
 renamed <load-point>.aside-N (never deleted) and measured again.
@@ -19,9 +19,17 @@ from functools import partial
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.scenarios import NAME, Point, Scenario, find_set, load_set, points, skip_reason
+from bench.paths import RESULTS as DEFAULT_RESULTS
+from bench.results.scenarios import (
+    NAME,
+    Point,
+    Scenario,
+    find_set,
+    load_set,
+    points,
+    skip_reason,
+)
 
-DEFAULT_RESULTS = Path(os.environ.get("RESULTS", Path(__file__).resolve().parents[1] / "results"))
 # `bench run` flags the campaign sets itself for every point.
 OWNED = {"--out", "--campaign", "--scenario", "--label", "--base-url", "--model", "--concurrency", "--rate",
          "--num-prompts", "--input-len", "--output-len", "--dataset", "--dataset-path", "--range-ratio"}
@@ -128,7 +136,7 @@ def engine_names(args) -> list[str]:
     """[label, engine]: --label or the serve recipe's record of this port, which also names the engine."""
     from urllib.parse import urlsplit
 
-    from bench import serverinfo
+    from bench.serve import serverinfo
 
     port = urlsplit(args.base_url).port
     served = (serverinfo.read(port) if port else None) or {}
@@ -178,7 +186,7 @@ def main(args) -> int:
     engines = engine_names(args)
     label, max_len = engines[0], None
     if not args.dry_run:  # one clear error now, not one per point, when no server answers
-        from bench import probe
+        from bench.instrument import probe
         max_len = probe.discover(args.base_url, args.model, os.environ.get("OPENAI_API_KEY")).max_model_len
 
     # Plan: what is skipped, what is left to measure.

@@ -28,7 +28,7 @@ def stream_once(client: openai.OpenAI, model: str, api: str, max_tokens: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.hello", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.serve.hello", description=__doc__)
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="Server's OpenAI base URL.")
     p.add_argument("--max-tokens", type=int, default=16, help="Tokens to generate per request.")
     args = p.parse_args(argv)

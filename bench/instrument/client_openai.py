@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from time import perf_counter
 
-from bench.records import Record
-from bench.stream import StreamParser
+from bench.instrument.records import Record
+from bench.instrument.stream import StreamParser
 
 
 class OpenAITransport:

@@ -15,8 +15,13 @@ from array import array
 import orjson
 
 from bench import __version__
-from bench.calibration_openai import BadRequest, encode, error_body, parse_request
-from bench.kernel_clock import ANC_SPACE, SO_TIMESTAMPNS, arrival, realtime_offset
+from bench.instrument.kernel_clock import (
+    ANC_SPACE,
+    SO_TIMESTAMPNS,
+    arrival,
+    realtime_offset,
+)
+from bench.lab.calibration_openai import BadRequest, encode, error_body, parse_request
 
 MAX_HEAD, MAX_BODY = 65536, 64 << 20
 _ids = itertools.count(1)

@@ -4,7 +4,7 @@ Reads files written by vLLM's `benchmark_serving.py --save-result` or `vllm benc
 --save-result`. File names `<engine>-<in>-<out>-<tag>.json` / `<engine>-sharegpt-<tag>.json`
 (the R1-Benchmark convention) give the engine label (`<engine>-<tag>`, tag `ep` = expert
 parallel) and the scenario; other names fall back to the file's `label`/`backend` and the file
-name. With per-request arrays the requests become Records and bench.metrics recomputes every
+name. With per-request arrays the requests become Records and bench.instrument.metrics recomputes every
 statistic over the file's own duration; summary-only files keep the file's numbers.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from bench import __version__
 from bench.errors import UserError
-from bench.metrics import summarise
-from bench.records import Record, RecordWriter
+from bench.instrument.metrics import summarise
+from bench.instrument.records import Record, RecordWriter
 
 NAME = re.compile(r"^(?P<engine>[A-Za-z0-9_.]+?)-(?:(?P<inp>\d+)-(?P<out>\d+)|(?P<ds>sharegpt))"
                   r"(?:-(?P<tag>[A-Za-z0-9_.]*))?$")

@@ -14,19 +14,24 @@ is parsed after it has ended and after this worker's next request has gone out.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 import select
 import socket
 import ssl
+from collections import deque
 from time import perf_counter
 from urllib.parse import urlsplit
 
 import orjson
 
-from bench.client_tls import TlsConnection
-from bench.kernel_clock import ANC_SPACE, SO_TIMESTAMPNS, arrival, realtime_offset
-from bench.reader import ResponseReader
-from bench.records import Record
+from bench.instrument.client_tls import TlsConnection
+from bench.instrument.kernel_clock import (
+    ANC_SPACE,
+    SO_TIMESTAMPNS,
+    arrival,
+    realtime_offset,
+)
+from bench.instrument.reader import ResponseReader
+from bench.instrument.records import Record
 
 READ_SIZE = 1 << 12
 # Under load the poller rests NAP between polls; chunks are stamped by the kernel meanwhile,
