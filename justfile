@@ -29,3 +29,9 @@ default:
 test *args: cpu-install sgl-parser-install
     python -m pytest {{args}}
 
+# Lint and format check (ruff, settings in pyproject.toml); `just lint --fix` mends what it can.
+[group('develop')]
+lint *args:
+    @ruff check bench tests scripts {{args}}
+    @ruff format --check bench tests scripts
+

@@ -1,4 +1,5 @@
 """`bench` command line: one sub-command per module, each with add_arguments() and main()."""
+
 from __future__ import annotations
 
 import argparse

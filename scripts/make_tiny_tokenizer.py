@@ -4,6 +4,7 @@ The corpus is CPython's own standard library sources, so anyone can re-run this 
 get a tokenizer of the same shape; the result is committed and never trained at run time.
 Run: python scripts/make_tiny_tokenizer.py recipes/models/tiny-llama
 """
+
 import pathlib
 import sys
 import sysconfig

@@ -1,4 +1,5 @@
 """Shared fixtures: real servers on 127.0.0.1, started here and stopped by PID."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,9 @@ JUST = str(ROOT / ".venv" / "bin" / "just")
 
 def just(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a recipe from the project's justfile, capturing its output."""
-    return subprocess.run([JUST, "--justfile", str(ROOT / "justfile"), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [JUST, "--justfile", str(ROOT / "justfile"), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def process_group_alive(pid: int) -> bool:

@@ -1,4 +1,5 @@
 """The calibration server against an independent raw-socket client: shapes, counts and timing."""
+
 from __future__ import annotations
 
 import http.client
@@ -42,8 +43,10 @@ def logged(server) -> dict[str, dict]:
 def stream(port: int, path: str, body: dict, rid: str) -> dict:
     """POST on a raw socket; return send time, headers and each SSE event with its arrival time."""
     raw = json.dumps(body).encode()
-    req = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-           f"X-Request-Id: {rid}\r\nContent-Length: {len(raw)}\r\n\r\n").encode() + raw
+    req = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-Request-Id: {rid}\r\nContent-Length: {len(raw)}\r\n\r\n"
+    ).encode() + raw
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     before = time.perf_counter()
@@ -65,9 +68,8 @@ def stream(port: int, path: str, body: dict, rid: str) -> dict:
                 break
             if size == 0:
                 sock.close()
-                return {"before": before, "sent": sent, "head": head.decode().lower(),
-                        "events": events}
-            payload, buf = rest[:size], rest[size + 2:]
+                return {"before": before, "sent": sent, "head": head.decode().lower(), "events": events}
+            payload, buf = rest[:size], rest[size + 2 :]
             assert payload.startswith(b"data: ") and payload.endswith(b"\n\n")
             text = payload[6:-2].decode()
             events.append((now, text if text == "[DONE]" else json.loads(text)))
@@ -86,9 +88,18 @@ def texts(events, chat: bool) -> list[tuple[float, str]]:
 
 
 def test_streaming_completions_with_usage(server):
-    r = stream(server.port, "/v1/completions",
-               {"model": "calibration", "prompt": "one two three four", "max_tokens": 7,
-                "stream": True, "stream_options": {"include_usage": True}}, "c1")
+    r = stream(
+        server.port,
+        "/v1/completions",
+        {
+            "model": "calibration",
+            "prompt": "one two three four",
+            "max_tokens": 7,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        "c1",
+    )
     assert "transfer-encoding: chunked" in r["head"] and "text/event-stream" in r["head"]
     assert [s for _, s in texts(r["events"], False)] == [" tok"] * 7
     assert r["events"][-1][1] == "[DONE]"
@@ -105,9 +116,18 @@ def test_streaming_completions_with_usage(server):
 
 def test_streaming_chat_with_usage(server):
     msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there you"}]
-    r = stream(server.port, "/v1/chat/completions",
-               {"model": "calibration", "messages": msgs, "max_tokens": 4, "stream": True,
-                "stream_options": {"include_usage": True}}, "ch1")
+    r = stream(
+        server.port,
+        "/v1/chat/completions",
+        {
+            "model": "calibration",
+            "messages": msgs,
+            "max_tokens": 4,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        "ch1",
+    )
     first = r["events"][0][1]["choices"][0]["delta"]
     assert first == {"role": "assistant", "content": ""}
     assert [s for _, s in texts(r["events"], True)] == [" tok"] * 4
@@ -116,9 +136,13 @@ def test_streaming_chat_with_usage(server):
 
 
 def test_multi_token_chunks_and_continuous_usage(server):
-    body = {"prompt": [5, 6, 7], "max_tokens": 10, "stream": True,
-            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
-            "calibration": {"tokens_per_chunk": 3}}
+    body = {
+        "prompt": [5, 6, 7],
+        "max_tokens": 10,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        "calibration": {"tokens_per_chunk": 3},
+    }
     r = stream(server.port, "/v1/completions", body, "m1")
     chunks = [s.count(" tok") for _, s in texts(r["events"], False)]
     assert chunks == [3, 3, 3, 1]
@@ -129,8 +153,7 @@ def test_multi_token_chunks_and_continuous_usage(server):
 
 
 def test_per_request_timing_override(server):
-    body = {"prompt": "x", "max_tokens": 4, "stream": True,
-            "calibration": {"ttft_ms": 60, "itl_ms": 12}}
+    body = {"prompt": "x", "max_tokens": 4, "stream": True, "calibration": {"ttft_ms": 60, "itl_ms": 12}}
     r = stream(server.port, "/v1/completions", body, "o1")
     e = logged(server)["o1"]
     assert e["due"][0] - e["received"] == pytest.approx(0.060, abs=1e-9)
@@ -148,8 +171,10 @@ def test_client_measurements_agree_with_log(server):
     any process, this one or the server, can lose the CPU for a few ms now and then.
     """
     ids = [f"t{i}" for i in range(5)]
-    runs = {rid: stream(server.port, "/v1/completions",
-                        {"prompt": "a b", "max_tokens": 20, "stream": True}, rid) for rid in ids}
+    runs = {
+        rid: stream(server.port, "/v1/completions", {"prompt": "a b", "max_tokens": 20, "stream": True}, rid)
+        for rid in ids
+    }
     log = logged(server)
     for rid in ids:  # a fixed schedule, not accumulated sleeps
         e = log[rid]
@@ -174,8 +199,7 @@ def test_client_measurements_agree_with_log(server):
 def test_non_streaming_completion_and_chat(server):
     conn = http.client.HTTPConnection("127.0.0.1", server.port)
     t0 = time.perf_counter()
-    conn.request("POST", "/v1/completions", json.dumps({"prompt": "a b c", "max_tokens": 5}),
-                 {"X-Request-Id": "n1"})
+    conn.request("POST", "/v1/completions", json.dumps({"prompt": "a b c", "max_tokens": 5}), {"X-Request-Id": "n1"})
     resp = conn.getresponse()
     body = json.loads(resp.read())
     elapsed = time.perf_counter() - t0
@@ -183,8 +207,9 @@ def test_non_streaming_completion_and_chat(server):
     assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
     assert elapsed >= (TTFT_MS + 4 * ITL_MS) / 1e3
     # Same connection (keep-alive), chat this time.
-    conn.request("POST", "/v1/chat/completions",
-                 json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}))
+    conn.request(
+        "POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    )
     resp = conn.getresponse()
     chat = json.loads(resp.read())
     assert chat["choices"][0]["message"] == {"role": "assistant", "content": " tok tok"}
@@ -230,8 +255,9 @@ def test_stop_logs_unfinished_streams_and_pins_cpu(tmp_path):
         assert "Cpus_allowed_list:\t0\n" in f.read()
     sock = socket.create_connection(("127.0.0.1", proc.port))
     body = json.dumps({"prompt": "a", "max_tokens": 50, "stream": True}).encode()
-    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nX-Request-Id: s1\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    sock.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nX-Request-Id: s1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     got = b""
     while b" tok" not in got:  # the first chunk is out; the other 49 are far away
         got += sock.recv(65536)
@@ -258,6 +284,7 @@ def test_every_flag_has_help():
     import argparse
 
     from bench.lab.calibration import add_arguments
+
     p = argparse.ArgumentParser()
     add_arguments(p)
     assert all(a.help for a in p._actions)
@@ -265,8 +292,10 @@ def test_every_flag_has_help():
 
 def test_read_log_spells_out_due_and_reads_the_older_format(tmp_path):
     log = tmp_path / "log.jsonl"
-    log.write_text('{"id": "new", "due_first": 10.0, "due_step": 0.02, "sent": [10.001, 10.0205, 10.041]}\n'
-                   '{"id": "old", "due": [5.0, 5.5], "sent": [5.001, 5.502]}\n')
+    log.write_text(
+        '{"id": "new", "due_first": 10.0, "due_step": 0.02, "sent": [10.001, 10.0205, 10.041]}\n'
+        '{"id": "old", "due": [5.0, 5.5], "sent": [5.001, 5.502]}\n'
+    )
     entries = read_log(log)
     assert entries["new"]["due"] == [10.0, 10.0 + 0.02, 10.0 + 2 * 0.02]
     assert entries["old"]["due"] == [5.0, 5.5]

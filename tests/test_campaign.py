@@ -1,5 +1,6 @@
 """`bench campaign` against the real CPU engine: one folder per point, resume, skips, hook, warm-up,
 and the report and plots of the result; plus the scenario-file errors, which need no server."""
+
 from __future__ import annotations
 
 import csv
@@ -47,9 +48,23 @@ def swept(cpu_engine, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("campaign")
     (tmp / "set.toml").write_text(SET)
     hook_log = tmp / "hook.log"
-    rc = main(["campaign", str(tmp / "set.toml"), "--base-url", cpu_engine["base_url"], "--name", "main",
-               "--results", str(tmp / "results"), "--pause", "0", "--warmup-sweep",
-               "--hook", f'echo "$BENCH_SCENARIO $BENCH_CAMPAIGN $BENCH_LABEL" >> {hook_log}'])
+    rc = main(
+        [
+            "campaign",
+            str(tmp / "set.toml"),
+            "--base-url",
+            cpu_engine["base_url"],
+            "--name",
+            "main",
+            "--results",
+            str(tmp / "results"),
+            "--pause",
+            "0",
+            "--warmup-sweep",
+            "--hook",
+            f'echo "$BENCH_SCENARIO $BENCH_CAMPAIGN $BENCH_LABEL" >> {hook_log}',
+        ]
+    )
     return {"rc": rc, "results": tmp / "results", "hook_log": hook_log}
 
 
@@ -89,7 +104,8 @@ def test_report_and_plot_read_the_campaign(swept, capsys):
     assert all(s in out for s in ("short", "long", "r20-c2"))
     rows = list(csv.DictReader((camp / "report.csv").open()))
     assert sorted((r["scenario"], r["load_point"]) for r in rows) == sorted(
-        (s, lp) for s, loads in POINTS.items() for lp in loads)  # the warm-up is not in the report
+        (s, lp) for s, loads in POINTS.items() for lp in loads
+    )  # the warm-up is not in the report
     for r in rows:
         summary = read(camp / "vllm-cpu" / r["scenario"] / r["load_point"] / "summary.json")
         assert float(r["output_throughput"]) == pytest.approx(summary["output_throughput"])
@@ -105,8 +121,20 @@ def test_report_and_plot_read_the_campaign(swept, capsys):
 
 def test_resume_keeps_finished_points_and_measures_the_rest_again(cpu_engine, tmp_path, capsys):
     (tmp_path / "set.toml").write_text(SET.replace("concurrency = [1, 2]", "concurrency = [1, 2, 4]", 1))
-    args = ["campaign", str(tmp_path / "set.toml"), "--base-url", cpu_engine["base_url"], "--name", "again",
-            "--results", str(tmp_path), "--pause", "0", "--skip", "lo*"]
+    args = [
+        "campaign",
+        str(tmp_path / "set.toml"),
+        "--base-url",
+        cpu_engine["base_url"],
+        "--name",
+        "again",
+        "--results",
+        str(tmp_path),
+        "--pause",
+        "0",
+        "--skip",
+        "lo*",
+    ]
     assert main(args) == 0
     short = tmp_path / "again" / "vllm-cpu" / "short"
     assert not (tmp_path / "again" / "vllm-cpu" / "long").exists()
@@ -132,14 +160,17 @@ def test_resume_keeps_finished_points_and_measures_the_rest_again(cpu_engine, tm
     assert "0 to measure" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[[scenario]]\nname = 'x'\ninput_len = 8\noutput_len = [", "cannot read scenario file"),
-    ("concurrency = [1]\n", "has no [[scenario]] tables"),
-    ("[[scenario]]\nname = 'x'\ninput_len = 8\noutput_len = 8\nconcurency = [1]\n", "unknown key(s) concurency"),
-    ("[[scenario]]\nname = 'x'\ninput_len = 8\nconcurrency = [1]\n", "need input_len and output_len"),
-    ("[[scenario]]\nname = 'x y'\ninput_len = 8\noutput_len = 8\nconcurrency = [1]\n", "needs a name"),
-    ("[[scenario]]\nname = 'x'\ndataset = 'sharegpt'\nrates = [10]\n", "pass --dataset-path FILE"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[[scenario]]\nname = 'x'\ninput_len = 8\noutput_len = [", "cannot read scenario file"),
+        ("concurrency = [1]\n", "has no [[scenario]] tables"),
+        ("[[scenario]]\nname = 'x'\ninput_len = 8\noutput_len = 8\nconcurency = [1]\n", "unknown key(s) concurency"),
+        ("[[scenario]]\nname = 'x'\ninput_len = 8\nconcurrency = [1]\n", "need input_len and output_len"),
+        ("[[scenario]]\nname = 'x y'\ninput_len = 8\noutput_len = 8\nconcurrency = [1]\n", "needs a name"),
+        ("[[scenario]]\nname = 'x'\ndataset = 'sharegpt'\nrates = [10]\n", "pass --dataset-path FILE"),
+    ],
+)
 def test_bad_scenario_files_are_one_sentence_errors(tmp_path, capsys, text, message):
     (tmp_path / "bad.toml").write_text(text)
     assert main(["campaign", str(tmp_path / "bad.toml"), "--label", "x", "--dry-run"]) == 2

@@ -1,4 +1,5 @@
 """Every flag of every bench sub-command says in one sentence when to use it."""
+
 import argparse
 
 import pytest
@@ -10,8 +11,7 @@ from bench.cli import SUBCOMMANDS, build_parser
 def test_every_flag_has_help(name):
     parser = build_parser(name)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
-    missing = [a.dest for a in sub._actions
-               if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
+    missing = [a.dest for a in sub._actions if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
     assert not missing, f"bench {name}: flags without help: {missing}"
 
 

@@ -1,4 +1,5 @@
 """The raw transport against the calibration server: chunk times are the kernel's."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,13 +12,18 @@ from bench.instrument.client import RawTransport
 from bench.instrument.records import Record
 from bench.lab.calibration import read_log, start_server, stop_server
 
-STREAM = {"model": "calibration", "prompt": "a b c", "stream": True,
-          "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+STREAM = {
+    "model": "calibration",
+    "prompt": "a b c",
+    "stream": True,
+    "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+}
 
 
 def stream_once(base_url: str, body: dict, rid: str, run, stall: tuple[float, float] | None = None) -> Record:
     """One streamed request through RawTransport; `stall` = (after s, for s) blocks the event
     loop meanwhile, as a client busy with other streams would be."""
+
     async def main() -> Record:
         transport = RawTransport(base_url + "/v1", "completions", {})
         rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
@@ -25,6 +31,7 @@ def stream_once(base_url: str, body: dict, rid: str, run, stall: tuple[float, fl
         async def busy() -> None:
             await asyncio.sleep(stall[0])
             time.sleep(stall[1])  # a load on the loop, not a wait for anything
+
         blocker = asyncio.ensure_future(busy()) if stall else None
         _, fill = await transport.send(body, rid, rec)
         fill()
@@ -32,6 +39,7 @@ def stream_once(base_url: str, body: dict, rid: str, run, stall: tuple[float, fl
             await blocker
         await transport.close()
         return rec
+
     return run(main())
 
 
@@ -68,6 +76,7 @@ def test_a_connection_is_reused_and_a_closed_one_is_replaced(tmp_path):
                 pools[-1][0].close()  # as when the server drops an idle keep-alive connection
         await transport.close()
         return pools, recs
+
     try:
         pools, recs = uvloop.run(main())
     finally:

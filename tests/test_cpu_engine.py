@@ -1,13 +1,14 @@
 """The embedded engine end to end: real vLLM CPU build, streamed usage, clean start/stop."""
+
 from __future__ import annotations
 
 import socket
 
 import openai
 import pytest
-from conftest import ROOT, free_port, just
 
 from bench.instrument.workload import load_tokenizer
+from conftest import ROOT, free_port, just
 
 TOKENIZER = load_tokenizer(str(ROOT / "recipes" / "models" / "tiny-llama"))
 
@@ -21,8 +22,13 @@ def client(engine) -> openai.OpenAI:
 @pytest.mark.parametrize("api", ["completions", "chat"])
 def test_stream_reports_exact_usage(cpu_engine, api):
     c = client(cpu_engine)
-    common = dict(model="tiny-llama", max_tokens=23, stream=True,
-                  stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+    common = dict(
+        model="tiny-llama",
+        max_tokens=23,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
     if api == "chat":
         stream = c.chat.completions.create(messages=[{"role": "user", "content": " alpha beta gamma"}], **common)
     else:
@@ -40,7 +46,7 @@ def test_stream_reports_exact_usage(cpu_engine, api):
 
 
 def test_second_start_is_refused(cpu_engine):
-    r = just("cpu-serve", str(cpu_engine['port']))
+    r = just("cpu-serve", str(cpu_engine["port"]))
     assert r.returncode != 0
     assert "already running" in r.stderr
 

@@ -1,5 +1,6 @@
 """Guards: each one triggered, as a pure function, through `python -m bench.serve.guards`, and through a
 serve recipe that must stop before it writes anything or starts an engine."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ def moe_model(tmp_path) -> str:
     return str(tmp_path)
 
 
-@pytest.mark.parametrize("config", [{"n_routed_experts": 256}, {"num_experts": 60}, {"num_local_experts": 8},
-                                    {"text_config": {"num_experts": 128}}])
+@pytest.mark.parametrize(
+    "config",
+    [{"n_routed_experts": 256}, {"num_experts": 60}, {"num_local_experts": 8}, {"text_config": {"num_experts": 128}}],
+)
 def test_expert_keys_are_recognised(config):
     assert guards.declares_experts(config)
 
@@ -58,15 +61,18 @@ def test_dummy_weights_warned_when_the_config_is_unreadable(tmp_path):
     assert refusals == [] and len(warnings) == 1 and "config.json cannot be read" in warnings[0]
 
 
-@pytest.mark.parametrize("argv", [["--attn-dp-size", "8"], ["--attn-dp-size=8"],
-                                  ["--enable-dp-attention", "--dp-size", "8"]])
+@pytest.mark.parametrize(
+    "argv", [["--attn-dp-size", "8"], ["--attn-dp-size=8"], ["--enable-dp-attention", "--dp-size", "8"]]
+)
 def test_torch_compile_with_dp_attention_refused(argv):
     message = guards.compile_with_dp_attention_error(["--tp-size", "8", "--enable-torch-compile", *argv])
     assert message and "sgl-serve-compile" in message
 
 
 def test_torch_compile_without_dp_attention_allowed():
-    assert guards.compile_with_dp_attention_error(["--tp-size", "8", "--ep-size", "8", "--enable-torch-compile"]) is None
+    assert (
+        guards.compile_with_dp_attention_error(["--tp-size", "8", "--ep-size", "8", "--enable-torch-compile"]) is None
+    )
     assert guards.compile_with_dp_attention_error(["--attn-dp-size", "8"]) is None
     assert guards.compile_with_dp_attention_error(["--enable-torch-compile", "--attn-dp-size", "1"]) is None
 
@@ -84,15 +90,30 @@ def test_the_deepgemm_warning_is_for_sglang_only(tmp_path):
 
 
 def test_cli_refuses_with_one_sentence_and_exit_2(moe_model, capsys):
-    rc = guards.main(["--engine", "vllm", "--model", moe_model, "--", "vllm", "serve", moe_model,
-                      "--load-format", "dummy"])
+    rc = guards.main(
+        ["--engine", "vllm", "--model", moe_model, "--", "vllm", "serve", moe_model, "--load-format", "dummy"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("refused: ") and err.count("\n") == 1
 
 
 def test_cli_warns_but_passes(tmp_path, capsys):
-    rc = guards.main(["--engine", "sglang", "--model", TINY_LLAMA, "--deepgemm-cache", str(tmp_path), "--",
-                      "python3", "-m", "sglang.launch_server", "--tp-size", "8"])
+    rc = guards.main(
+        [
+            "--engine",
+            "sglang",
+            "--model",
+            TINY_LLAMA,
+            "--deepgemm-cache",
+            str(tmp_path),
+            "--",
+            "python3",
+            "-m",
+            "sglang.launch_server",
+            "--tp-size",
+            "8",
+        ]
+    )
     assert rc == 0 and capsys.readouterr().err.startswith("warning: the DeepGEMM cache")
 
 
@@ -100,10 +121,21 @@ def serve(recipe: str, *args: str, run_dir: Path) -> subprocess.CompletedProcess
     """Run a serve recipe for real (not PRINT). The engine pins point at versions never installed,
     so a recipe whose guard failed to refuse stops at "not found" instead of starting anything."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "SGL_", "PRINT"))}
-    env.update(VLLM_VERSION="0.0.0-absent", SGL_VERSION="0.0.0-absent", VLLM_VIA="venv", SGL_VIA="venv",
-               BENCH_RUN_DIR=str(run_dir))
-    return subprocess.run([JUST, "--justfile", str(ROOT / "justfile"), recipe, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env.update(
+        VLLM_VERSION="0.0.0-absent",
+        SGL_VERSION="0.0.0-absent",
+        VLLM_VIA="venv",
+        SGL_VIA="venv",
+        BENCH_RUN_DIR=str(run_dir),
+    )
+    return subprocess.run(
+        [JUST, "--justfile", str(ROOT / "justfile"), recipe, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_recipe_refuses_dummy_weights_before_starting(moe_model, tmp_path):

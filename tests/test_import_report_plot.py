@@ -1,4 +1,5 @@
 """bench import / report / plot on the published vLLM result files in ../shared/fixtures."""
+
 import argparse
 import csv
 import json
@@ -15,8 +16,10 @@ DGX = FIXTURES / "dgx-h200-2025-04-16"
 NEBIUS = FIXTURES / "nebius-h200-2025-04-18"
 REL = 1e-4  # 0.01 %
 if not DGX.is_dir():  # fail loudly: an empty parameter list would only skip the import tests
-    raise RuntimeError(f"the vLLM result fixtures are missing: expected {FIXTURES}, the project's "
-                       "shared/fixtures/ folder beside this clone")
+    raise RuntimeError(
+        f"the vLLM result fixtures are missing: expected {FIXTURES}, the project's "
+        "shared/fixtures/ folder beside this clone"
+    )
 
 
 def rel_close(a, b):
@@ -26,8 +29,7 @@ def rel_close(a, b):
 @pytest.fixture(scope="module")
 def dgx_tree(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    assert main(["import", str(DGX), "--out", str(out), "--gpu-count", "8",
-                 "--gpu-name", "NVIDIA H200"]) == 0
+    assert main(["import", str(DGX), "--out", str(out), "--gpu-count", "8", "--gpu-name", "NVIDIA H200"]) == 0
     return out
 
 
@@ -46,8 +48,14 @@ def test_import_recomputes_vllm_statistics(dgx_tree, path):
     d = run_dir(dgx_tree, engine, scenario)
     s = json.loads((d / "summary.json").read_text())
     assert s["recomputed_from_requests"] is True
-    for key in ("output_throughput", "total_token_throughput", "request_throughput",
-                "total_input_tokens", "total_output_tokens", "completed"):
+    for key in (
+        "output_throughput",
+        "total_token_throughput",
+        "request_throughput",
+        "total_input_tokens",
+        "total_output_tokens",
+        "completed",
+    ):
         assert rel_close(s[key], src[key]), key
     checked = 0
     for metric in ("ttft", "tpot", "itl"):
@@ -94,9 +102,14 @@ def test_import_never_overwrites(tmp_path, capsys):
     assert summary.read_text() == '{"mine": 1}' and before != summary.read_bytes()
 
 
-@pytest.mark.parametrize("content, words", [
-    ("not json", "cannot read"), ('{"a": 1}', "not a vLLM benchmark result"),
-    ('{"duration": 1, "completed": 1, "ttfts": [0.1], "itls": []}', "unequal length")])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("not json", "cannot read"),
+        ('{"a": 1}', "not a vLLM benchmark result"),
+        ('{"duration": 1, "completed": 1, "ttfts": [0.1], "itls": []}', "unequal length"),
+    ],
+)
 def test_import_bad_file_is_one_sentence(tmp_path, capsys, content, words):
     bad = tmp_path / "vllm-10-10.json"
     bad.write_text(content)
@@ -108,8 +121,7 @@ def test_import_bad_file_is_one_sentence(tmp_path, capsys, content, words):
 
 def test_report_prints_gaps_against_baseline(dgx_tree, tmp_path, capsys):
     md, table = tmp_path / "report.md", tmp_path / "report.csv"
-    assert main(["report", str(dgx_tree), "--baseline", "vllm", "--markdown", str(md),
-                 "--csv", str(table)]) == 0
+    assert main(["report", str(dgx_tree), "--baseline", "vllm", "--markdown", str(md), "--csv", str(table)]) == 0
     out = capsys.readouterr().out
     assert "gap % = (engine / baseline - 1) x 100" in out
     rows = list(csv.DictReader(table.open()))
@@ -118,8 +130,11 @@ def test_report_prints_gaps_against_baseline(dgx_tree, tmp_path, capsys):
     for row in rows:
         eng = fixture_json(f"{row['engine']}-{row['scenario']}.json")
         base = fixture_json(f"vllm-{row['scenario']}.json")
-        for metric, key in (("output_throughput", "output_throughput"),
-                            ("ttft_p99", "p99_ttft_ms"), ("tpot_p50", "median_tpot_ms")):
+        for metric, key in (
+            ("output_throughput", "output_throughput"),
+            ("ttft_p99", "p99_ttft_ms"),
+            ("tpot_p50", "median_tpot_ms"),
+        ):
             expected = (eng[key] / base[key] - 1) * 100
             assert rel_close(float(row[f"{metric}_gap_pct"]) + 100, expected + 100)
         if row["engine"] != "vllm":
@@ -143,9 +158,12 @@ def test_plot_writes_pngs_and_plots_the_right_data(tmp_path, capsys):
     assert main(["import", *map(str, files), "--out", str(tmp_path), "--gpu-count", "8"]) == 0
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "png")]) == 0
     camp = tmp_path / "png" / "dgx-h200-2025-04-16"
-    expected = [camp / "30000-100-throughput-latency.png", camp / "30000-100-frontier.png",
-                camp / "vllm" / "30000-100" / "r10" / "cdf-ttft-itl.png",
-                camp / "sgl" / "30000-100" / "r10" / "cdf-ttft-itl.png"]
+    expected = [
+        camp / "30000-100-throughput-latency.png",
+        camp / "30000-100-frontier.png",
+        camp / "vllm" / "30000-100" / "r10" / "cdf-ttft-itl.png",
+        camp / "sgl" / "30000-100" / "r10" / "cdf-ttft-itl.png",
+    ]
     for f in expected:
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
     runs = report.find_runs(tmp_path)
@@ -165,8 +183,10 @@ def test_plot_writes_pngs_and_plots_the_right_data(tmp_path, capsys):
 
 
 def test_pareto_keeps_only_undominated_points():
-    pts = [{"interactivity": x, "throughput_per_gpu": y, "load_point": n}
-           for x, y, n in ((50, 10, "c1"), (40, 30, "c4"), (30, 25, "c8"), (20, 60, "c16"))]
+    pts = [
+        {"interactivity": x, "throughput_per_gpu": y, "load_point": n}
+        for x, y, n in ((50, 10, "c1"), (40, 30, "c4"), (30, 25, "c8"), (20, 60, "c16"))
+    ]
     assert [p["load_point"] for p in plot.pareto(pts)] == ["c16", "c4", "c1"]
 
 

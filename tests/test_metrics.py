@@ -1,4 +1,5 @@
 """bench.instrument.metrics against records whose every number is worked out by hand below."""
+
 import pytest
 
 from bench.errors import UserError
@@ -13,23 +14,67 @@ def approx(x):
 def records():
     return [
         # warm-up: would change every number if it were counted
-        Record(id=0, warmup=True, scheduled=0.0, sent=0.0, first=5.0, last=9.0,
-               chunk_times=[5.0, 9.0], chunk_tokens=[1, 1], completion_tokens=2, prompt_tokens=10),
+        Record(
+            id=0,
+            warmup=True,
+            scheduled=0.0,
+            sent=0.0,
+            first=5.0,
+            last=9.0,
+            chunk_times=[5.0, 9.0],
+            chunk_tokens=[1, 1],
+            completion_tokens=2,
+            prompt_tokens=10,
+        ),
         # A: sent 10 ms late; 4 chunks, the third carries 2 tokens; 5 output tokens
-        Record(id=1, warmup=False, scheduled=1.0, sent=1.01, first=1.21, last=1.61,
-               chunk_times=[1.21, 1.31, 1.51, 1.61], chunk_tokens=[1, 1, 2, 1],
-               completion_tokens=5, prompt_tokens=10, input_len=10, output_len=5, status=200),
+        Record(
+            id=1,
+            warmup=False,
+            scheduled=1.0,
+            sent=1.01,
+            first=1.21,
+            last=1.61,
+            chunk_times=[1.21, 1.31, 1.51, 1.61],
+            chunk_tokens=[1, 1, 2, 1],
+            completion_tokens=5,
+            prompt_tokens=10,
+            input_len=10,
+            output_len=5,
+            status=200,
+        ),
         # B: on time; server counted 12 prompt tokens for 10 asked, 2 output for 3 asked
-        Record(id=2, warmup=False, scheduled=2.0, sent=2.0, first=2.3, last=2.7,
-               chunk_times=[2.3, 2.7], chunk_tokens=[1, 1], completion_tokens=2,
-               prompt_tokens=12, input_len=10, output_len=3, status=200),
+        Record(
+            id=2,
+            warmup=False,
+            scheduled=2.0,
+            sent=2.0,
+            first=2.3,
+            last=2.7,
+            chunk_times=[2.3, 2.7],
+            chunk_tokens=[1, 1],
+            completion_tokens=2,
+            prompt_tokens=12,
+            input_len=10,
+            output_len=3,
+            status=200,
+        ),
         # C: failed, sent 50 ms late
-        Record(id=3, warmup=False, scheduled=3.0, sent=3.05, status=500, error="HTTP 500: boom",
-               error_kind="http_5xx"),
+        Record(id=3, warmup=False, scheduled=3.0, sent=3.05, status=500, error="HTTP 500: boom", error_kind="http_5xx"),
         # D: one token, no usage from the server (counted), no prompt_tokens
-        Record(id=4, warmup=False, scheduled=4.0, sent=4.0, first=4.5, last=4.5,
-               chunk_times=[4.5], chunk_tokens=[1], completion_tokens=1, usage_source="counted",
-               input_len=8, status=200),
+        Record(
+            id=4,
+            warmup=False,
+            scheduled=4.0,
+            sent=4.0,
+            first=4.5,
+            last=4.5,
+            chunk_times=[4.5],
+            chunk_tokens=[1],
+            completion_tokens=1,
+            usage_source="counted",
+            input_len=8,
+            status=200,
+        ),
     ]
 
 
@@ -53,13 +98,13 @@ def test_latencies_like_vllm():
     # TTFT ms: A 200, B 300, D 500
     assert s["mean_ttft_ms"] == approx(1000 / 3)
     assert s["median_ttft_ms"] == approx(300)
-    assert s["std_ttft_ms"] == approx((((200 - 1000 / 3) ** 2 + (300 - 1000 / 3) ** 2
-                                       + (500 - 1000 / 3) ** 2) / 3) ** 0.5)
+    assert s["std_ttft_ms"] == approx(
+        (((200 - 1000 / 3) ** 2 + (300 - 1000 / 3) ** 2 + (500 - 1000 / 3) ** 2) / 3) ** 0.5
+    )
     assert s["p90_ttft_ms"] == approx(300 + 0.8 * 200)
     assert s["p99_ttft_ms"] == approx(300 + 0.98 * 200)
     # TPOT ms: A (600-200)/4 = 100, B (700-300)/1 = 400, D has one token: none
-    assert (s["mean_tpot_ms"], s["median_tpot_ms"], s["std_tpot_ms"]) == (
-        approx(250), approx(250), approx(150))
+    assert (s["mean_tpot_ms"], s["median_tpot_ms"], s["std_tpot_ms"]) == (approx(250), approx(250), approx(150))
     assert s["p99_tpot_ms"] == approx(100 + 0.99 * 300)
     # ITL ms: A 100, 200, 100; B 400
     assert (s["mean_itl_ms"], s["median_itl_ms"]) == (approx(200), approx(150))
@@ -90,8 +135,7 @@ def test_token_itl_is_null_when_chunk_counts_are_missing():
 def test_send_lag_and_latency_from_schedule():
     s = summarise(records())
     # lags ms: A 10, B 0, C 50, D 0 (failed requests were sent too)
-    assert (s["mean_send_lag_ms"], s["median_send_lag_ms"], s["max_send_lag_ms"]) == (
-        approx(15), approx(5), approx(50))
+    assert (s["mean_send_lag_ms"], s["median_send_lag_ms"], s["max_send_lag_ms"]) == (approx(15), approx(5), approx(50))
     # TTFT from schedule: A 210, B 300, D 500; E2EL from schedule: 610, 700, 500
     assert s["mean_ttft_from_scheduled_ms"] == approx(1010 / 3)
     assert s["mean_e2el_from_scheduled_ms"] == approx(1810 / 3)

@@ -1,4 +1,5 @@
 """bench run against the calibration server, whose own log is the truth."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,14 +30,26 @@ def calibration(tmp_path):
         proc = start_server(0, log=tmp_path / f"server-{len(servers)}.jsonl", **timing)
         servers.append(proc)
         return proc
+
     yield start
     for proc in servers:
         stop_server(proc)
 
 
 def bench_run(server, out: Path, *extra: str) -> int:
-    return main(["run", "--base-url", f"{server.base_url}/v1", "--tokenizer", TOKENIZER,
-                 "--out", str(out), "--no-progress", *extra])
+    return main(
+        [
+            "run",
+            "--base-url",
+            f"{server.base_url}/v1",
+            "--tokenizer",
+            TOKENIZER,
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def paired(server, log_path: Path, out: Path):
@@ -65,8 +78,23 @@ def test_latencies_agree_with_the_server_log_within_1ms(calibration, tmp_path, c
     out = tmp_path / "run"
     n = 8 if concurrency == 1 else 64
     with on_core(1):
-        assert bench_run(server, out, "--concurrency", str(concurrency), "--num-prompts", str(n),
-                         "--warmup", "2", "--input-len", "40", "--output-len", "24") == 0
+        assert (
+            bench_run(
+                server,
+                out,
+                "--concurrency",
+                str(concurrency),
+                "--num-prompts",
+                str(n),
+                "--warmup",
+                "2",
+                "--input-len",
+                "40",
+                "--output-len",
+                "24",
+            )
+            == 0
+        )
     pairs, t0 = paired(server, tmp_path / "server-0.jsonl", out)
     assert len(pairs) == n
     ttft_err, e2el_err, tpot_err, itl_err = [], [], [], []
@@ -90,8 +118,10 @@ def test_latencies_agree_with_the_server_log_within_1ms(calibration, tmp_path, c
 def test_multi_token_chunks_are_counted(calibration, tmp_path):
     server = calibration(ttft_ms=5, itl_ms=5, tokens_per_chunk=3)
     out = tmp_path / "run"
-    assert bench_run(server, out, "--concurrency", "2", "--num-prompts", "4",
-                     "--input-len", "20", "--output-len", "10") == 0
+    assert (
+        bench_run(server, out, "--concurrency", "2", "--num-prompts", "4", "--input-len", "20", "--output-len", "10")
+        == 0
+    )
     pairs, _ = paired(server, tmp_path / "server-0.jsonl", out)
     for r, e in pairs:
         assert r.chunk_tokens == e["tokens"] == [3, 3, 3, 1]
@@ -103,11 +133,33 @@ def test_multi_token_chunks_are_counted(calibration, tmp_path):
 def test_interrupted_run_keeps_records_and_writes_partial_summary(calibration, tmp_path):
     server = calibration(ttft_ms=10, itl_ms=50, tokens_per_chunk=1)
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--base-url", f"{server.base_url}/v1",
-                             "--tokenizer", TOKENIZER, "--out", str(out), "--no-progress",
-                             "--concurrency", "4", "--num-prompts", "200", "--input-len", "20",
-                             "--output-len", "6"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "--base-url",
+            f"{server.base_url}/v1",
+            "--tokenizer",
+            TOKENIZER,
+            "--out",
+            str(out),
+            "--no-progress",
+            "--concurrency",
+            "4",
+            "--num-prompts",
+            "200",
+            "--input-len",
+            "20",
+            "--output-len",
+            "6",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     records = out / "requests.jsonl"
     deadline = time.monotonic() + 60
     while not (records.exists() and len(records.read_text().splitlines()) >= 8):
@@ -129,8 +181,22 @@ def test_interrupted_run_keeps_records_and_writes_partial_summary(calibration, t
 def test_self_check_records_the_client_error_bar(calibration, tmp_path):
     server = calibration(ttft_ms=5, itl_ms=5)
     out = tmp_path / "run"
-    assert bench_run(server, out, "--concurrency", "4", "--num-prompts", "4", "--input-len", "20",
-                     "--output-len", "4", "--self-check") == 0
+    assert (
+        bench_run(
+            server,
+            out,
+            "--concurrency",
+            "4",
+            "--num-prompts",
+            "4",
+            "--input-len",
+            "20",
+            "--output-len",
+            "4",
+            "--self-check",
+        )
+        == 0
+    )
     check = json.loads((out / "manifest.json").read_text())["self_check"]
     assert check["ok"] and check["concurrency"] == 4 and check["requests"] == 8
     assert abs(check["ttft_mean_error_ms"]) < 5 and abs(check["itl_p99_error_ms"]) < 5
@@ -140,8 +206,23 @@ def test_self_check_records_the_client_error_bar(calibration, tmp_path):
 def test_duration_ends_a_closed_loop_before_its_prompts_run_out(calibration, tmp_path):
     server = calibration(ttft_ms=5, itl_ms=10)
     out = tmp_path / "run"
-    assert bench_run(server, out, "--concurrency", "2", "--num-prompts", "1000", "--duration", "1",
-                     "--input-len", "20", "--output-len", "10") == 0
+    assert (
+        bench_run(
+            server,
+            out,
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "1000",
+            "--duration",
+            "1",
+            "--input-len",
+            "20",
+            "--output-len",
+            "10",
+        )
+        == 0
+    )
     recs = list(read_records(out / "requests.jsonl"))
     # each request takes ~0.1 s, two at a time: about 20 fit in one second, never 1000
     assert 4 <= len(recs) <= 60 and all(r.ok for r in recs)
@@ -153,8 +234,25 @@ def test_open_loop_sends_on_the_seeded_schedule(calibration, tmp_path):
 
     server = calibration(ttft_ms=5, itl_ms=5)
     out = tmp_path / "run"
-    assert bench_run(server, out, "--rate", "40", "--burstiness", "0.5", "--num-prompts", "30", "--seed", "3",
-                     "--input-len", "20", "--output-len", "4") == 0
+    assert (
+        bench_run(
+            server,
+            out,
+            "--rate",
+            "40",
+            "--burstiness",
+            "0.5",
+            "--num-prompts",
+            "30",
+            "--seed",
+            "3",
+            "--input-len",
+            "20",
+            "--output-len",
+            "4",
+        )
+        == 0
+    )
     recs = sorted(read_records(out / "requests.jsonl"), key=lambda r: r.id)
     planned = arrival_times(30, 40.0, 0.5, seed=3)
     start = recs[0].scheduled

@@ -1,4 +1,5 @@
 """bench run against the real CPU engine: exact lengths, a summary that the records explain."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,26 @@ def run(engine, out, *extra) -> int:
 @pytest.mark.parametrize("api,extra", [("completions", []), ("chat", ["--range-ratio", "0.5"])])
 def test_server_counts_exactly_the_requested_lengths(cpu_engine, tmp_path, api, extra):
     out = tmp_path / api
-    assert run(cpu_engine, out, "--api", api, "--concurrency", "4", "--num-prompts", "12", "--warmup", "2",
-               "--input-len", "60", "--output-len", "20", *extra) == 0
+    assert (
+        run(
+            cpu_engine,
+            out,
+            "--api",
+            api,
+            "--concurrency",
+            "4",
+            "--num-prompts",
+            "12",
+            "--warmup",
+            "2",
+            "--input-len",
+            "60",
+            "--output-len",
+            "20",
+            *extra,
+        )
+        == 0
+    )
     recs = list(read_records(out / "requests.jsonl"))
     assert len(recs) == 14 and sum(r.warmup for r in recs) == 2
     lengths = set()
@@ -39,8 +58,23 @@ def test_stream_options_of_the_user_reach_the_stream_only(cpu_engine, tmp_path):
     # Usage at the end only (no per-chunk counts): the general parser reads the stream, and the
     # non-streamed probe must not carry stream options, which vLLM refuses there.
     out = tmp_path / "final-usage"
-    assert run(cpu_engine, out, "--concurrency", "2", "--num-prompts", "4", "--input-len", "30",
-               "--output-len", "16", "--extra-body", '{"stream_options": {"include_usage": true}}') == 0
+    assert (
+        run(
+            cpu_engine,
+            out,
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "4",
+            "--input-len",
+            "30",
+            "--output-len",
+            "16",
+            "--extra-body",
+            '{"stream_options": {"include_usage": true}}',
+        )
+        == 0
+    )
     for r in read_records(out / "requests.jsonl"):
         assert r.ok, r.error
         assert (r.prompt_tokens, r.completion_tokens, r.usage_source) == (30, 16, "server")
@@ -49,8 +83,23 @@ def test_stream_options_of_the_user_reach_the_stream_only(cpu_engine, tmp_path):
 
 def test_summary_is_recomputable_from_the_records(cpu_engine, tmp_path):
     out = tmp_path / "run"
-    assert run(cpu_engine, out, "--concurrency", "8", "--num-prompts", "16", "--warmup", "3",
-               "--input-len", "100", "--output-len", "32") == 0
+    assert (
+        run(
+            cpu_engine,
+            out,
+            "--concurrency",
+            "8",
+            "--num-prompts",
+            "16",
+            "--warmup",
+            "3",
+            "--input-len",
+            "100",
+            "--output-len",
+            "32",
+        )
+        == 0
+    )
     recs = [r for r in read_records(out / "requests.jsonl") if not r.warmup]
     s = json.loads((out / "summary.json").read_text())
     ttft = [1e3 * (r.first - r.sent) for r in recs]
@@ -72,8 +121,23 @@ def test_summary_is_recomputable_from_the_records(cpu_engine, tmp_path):
 
 def test_openai_transport_gives_the_same_counts(cpu_engine, tmp_path):
     out = tmp_path / "sdk"
-    assert run(cpu_engine, out, "--transport", "openai", "--concurrency", "2", "--num-prompts", "4",
-               "--input-len", "30", "--output-len", "12") == 0
+    assert (
+        run(
+            cpu_engine,
+            out,
+            "--transport",
+            "openai",
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "4",
+            "--input-len",
+            "30",
+            "--output-len",
+            "12",
+        )
+        == 0
+    )
     for r in read_records(out / "requests.jsonl"):
         assert r.ok and r.prompt_tokens == 30 and r.completion_tokens == 12 == sum(r.chunk_tokens)
 

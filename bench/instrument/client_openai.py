@@ -3,6 +3,7 @@
 Slower per chunk than the raw transport (its parsed objects cost client CPU that shows up
 as latency at high concurrency), so it is for cross-checking, not the default.
 """
+
 from __future__ import annotations
 
 from time import perf_counter
@@ -19,8 +20,7 @@ class OpenAITransport:
         import openai
 
         self.api = api
-        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none",
-                                         max_retries=0, timeout=timeout)
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=timeout)
         self.errors = (openai.APIError,)
 
     async def preconnect(self, n: int) -> None:
@@ -43,8 +43,9 @@ class OpenAITransport:
         except self.errors as e:
             parser.status = getattr(e, "status_code", 0) or 0
             parser.finished = True
-            parser._fail("http_4xx" if 400 <= parser.status < 500 else "http_5xx" if parser.status else "connection",
-                         str(e))
+            parser._fail(
+                "http_4xx" if 400 <= parser.status < 500 else "http_5xx" if parser.status else "connection", str(e)
+            )
         end = perf_counter()
         return end, lambda: parser.fill(rec, self.count)
 

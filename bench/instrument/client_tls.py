@@ -4,6 +4,7 @@ Chunks are stamped when the event loop hands them over (a TLS record must be dec
 its events can be read), so a busy client adds its delays here; plain http (bench/client.py)
 takes the kernel's arrival times instead.
 """
+
 from __future__ import annotations
 
 import asyncio

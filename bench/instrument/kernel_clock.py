@@ -4,13 +4,14 @@ Both ends of a measurement use them: the calibration server for when a request r
 socket, the client for when each chunk reached its own. A stamp does not move when a busy
 process reads the bytes later.
 """
+
 from __future__ import annotations
 
 import socket
 import struct
 from time import perf_counter_ns, time_ns
 
-SO_TIMESTAMPNS = 35                # Linux; the socket module does not name it
+SO_TIMESTAMPNS = 35  # Linux; the socket module does not name it
 ANC_SPACE = socket.CMSG_SPACE(16)  # recvmsg room for one struct timespec
 _timespec = struct.Struct("qq").unpack_from
 

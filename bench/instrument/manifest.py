@@ -1,4 +1,5 @@
 """Provenance: who measured what, where, with which tool and command. Secrets redacted."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import __version__
@@ -37,13 +38,19 @@ def redact(argv: list[str]) -> list[str]:
 
 def git_sha() -> str | None:
     from bench.paths import ROOT as root
+
     if not (root / ".git").exists() or not shutil.which("git"):
         return None
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return f"{sha}{'-dirty' if dirty else ''}" if sha else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -63,18 +70,28 @@ def gpus() -> list[dict]:
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
-    return [{"name": r[0], "driver": r[1], "memory_mib": int(r[2]) if r[2].isdigit() else r[2]}
-            for r in rows if len(r) >= 3]
+    return [
+        {"name": r[0], "driver": r[1], "memory_mib": int(r[2]) if r[2].isdigit() else r[2]} for r in rows if len(r) >= 3
+    ]
 
 
 def host() -> dict:
-    return {"host": socket.gethostname(), "cpu": cpu_model(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "host": socket.gethostname(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def build(argv: list[str], t0: float, **sections) -> dict:
@@ -83,7 +100,7 @@ def build(argv: list[str], t0: float, **sections) -> dict:
     manifest = {
         "tool": {"name": "bench", "version": __version__, "git_sha": git_sha()},
         "command": redact(argv),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "clock": {"t0_perf_counter": t0},
         "client": host(),
         "gpus": gpu_list,
@@ -98,4 +115,3 @@ def write(path: Path, manifest: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(path)
-

@@ -28,10 +28,11 @@ Definitions (the README repeats them word for word):
 - Length checks: `input_len_mismatches` counts successful requests whose server-reported prompt
   tokens differ from the requested input length; `output_len_mismatches` the same for output.
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from bench.errors import UserError
 from bench.instrument.records import Record
@@ -41,8 +42,9 @@ INTERACTIVITY_PERCENTILES = (1, 5, 10, 50, 90, 99)  # the low tail is the slow u
 SLO_NAMES = ("ttft", "tpot", "e2el")
 
 
-def _stats(name: str, values: list[float], scale: float = 1000.0, unit: str = "ms",
-           percentiles: Iterable[float] = PERCENTILES) -> dict:
+def _stats(
+    name: str, values: list[float], scale: float = 1000.0, unit: str = "ms", percentiles: Iterable[float] = PERCENTILES
+) -> dict:
     """mean/median/std/pNN of `values` (seconds unless scale says otherwise), vLLM's key names."""
     import numpy as np
 
@@ -50,8 +52,11 @@ def _stats(name: str, values: list[float], scale: float = 1000.0, unit: str = "m
     if not values:
         return {f"{k}_{name}_{unit}": None for k in keys}
     a = np.asarray(values, dtype=float) * scale
-    out = {f"mean_{name}_{unit}": float(np.mean(a)), f"median_{name}_{unit}": float(np.median(a)),
-           f"std_{name}_{unit}": float(np.std(a))}
+    out = {
+        f"mean_{name}_{unit}": float(np.mean(a)),
+        f"median_{name}_{unit}": float(np.median(a)),
+        f"std_{name}_{unit}": float(np.std(a)),
+    }
     for p in percentiles:
         out[f"p{p:g}_{name}_{unit}"] = float(np.percentile(a, p))
     return out
@@ -78,8 +83,13 @@ def _tpot(r: Record) -> float | None:
     return (_end(r) - r.first) / (n - 1)
 
 
-def summarise(records: Iterable[Record], *, duration: float | None = None,
-              gpu_count: int | None = None, goodput_slo: dict | None = None) -> dict:
+def summarise(
+    records: Iterable[Record],
+    *,
+    duration: float | None = None,
+    gpu_count: int | None = None,
+    goodput_slo: dict | None = None,
+) -> dict:
     """The summary.json of one load point; see the module docstring for every definition."""
     all_recs = list(records)
     recs = [r for r in all_recs if not r.warmup]
@@ -90,8 +100,7 @@ def summarise(records: Iterable[Record], *, duration: float | None = None,
     if duration is None:
         duration = (max(_end(r) for r in recs) - min(r.sent for r in recs)) if recs else 0.0
     out_tokens = sum(output_tokens(r) for r in ok)
-    in_tokens = sum((r.prompt_tokens if r.prompt_tokens is not None else r.input_len or 0)
-                    for r in ok)
+    in_tokens = sum((r.prompt_tokens if r.prompt_tokens is not None else r.input_len or 0) for r in ok)
 
     def per_s(x: float) -> float | None:
         return x / duration if duration > 0 else None
@@ -128,13 +137,25 @@ def summarise(records: Iterable[Record], *, duration: float | None = None,
             token_itls += [gap / k] * k if k > 0 else []
     if no_counts:
         token_itls = []  # a subset of requests would bias it: null rather than misleading
-    for name, values in (("ttft", ttfts), ("tpot", tpots), ("itl", itls), ("e2el", e2els),
-                         ("token_itl", token_itls)):
+    for name, values in (("ttft", ttfts), ("tpot", tpots), ("itl", itls), ("e2el", e2els), ("token_itl", token_itls)):
         s.update(_stats(name, values))
-    s.update({"total_chunks": chunks, "multi_token_chunks": multi, "max_chunk_tokens": max_k,
-              "requests_without_chunk_tokens": no_counts})
-    s.update(_stats("interactivity", [1.0 / t for t in tpots if t > 0], scale=1.0,
-                    unit="tok_s_user", percentiles=INTERACTIVITY_PERCENTILES))
+    s.update(
+        {
+            "total_chunks": chunks,
+            "multi_token_chunks": multi,
+            "max_chunk_tokens": max_k,
+            "requests_without_chunk_tokens": no_counts,
+        }
+    )
+    s.update(
+        _stats(
+            "interactivity",
+            [1.0 / t for t in tpots if t > 0],
+            scale=1.0,
+            unit="tok_s_user",
+            percentiles=INTERACTIVITY_PERCENTILES,
+        )
+    )
 
     # Client honesty: latencies from the schedule, and how late sends were
     s.update(_stats("ttft_from_scheduled", [r.first - r.scheduled for r in timed]))
@@ -145,10 +166,10 @@ def summarise(records: Iterable[Record], *, duration: float | None = None,
 
     # Errors, token accounting
     s["errors_by_kind"] = dict(Counter(r.error_kind or "other" for r in recs if not r.ok))
-    s["input_len_mismatches"] = sum(1 for r in ok if r.prompt_tokens is not None
-                                    and r.input_len is not None and r.prompt_tokens != r.input_len)
-    s["output_len_mismatches"] = sum(1 for r in ok if r.output_len is not None
-                                     and output_tokens(r) != r.output_len)
+    s["input_len_mismatches"] = sum(
+        1 for r in ok if r.prompt_tokens is not None and r.input_len is not None and r.prompt_tokens != r.input_len
+    )
+    s["output_len_mismatches"] = sum(1 for r in ok if r.output_len is not None and output_tokens(r) != r.output_len)
     s["usage_source"] = dict(Counter(r.usage_source for r in ok))
     s["output_tokens_counted"] = sum(1 for r in ok if r.usage_source == "counted")
     s["input_tokens_from_request"] = sum(1 for r in ok if r.prompt_tokens is None)
@@ -188,31 +209,47 @@ def format_summary(summary: dict) -> str:
     from tabulate import tabulate
 
     s = summary
-    head = [("Duration (s)", s.get("duration")), ("Completed requests", s.get("completed")),
-            ("Failed requests", s.get("failed")), ("Errors by kind", s.get("errors_by_kind")),
-            ("Total input tokens", s.get("total_input_tokens")),
-            ("Total output tokens", s.get("total_output_tokens")),
-            ("Request throughput (req/s)", s.get("request_throughput")),
-            ("Output throughput (tok/s)", s.get("output_throughput")),
-            ("Total token throughput (tok/s)", s.get("total_token_throughput"))]
+    head = [
+        ("Duration (s)", s.get("duration")),
+        ("Completed requests", s.get("completed")),
+        ("Failed requests", s.get("failed")),
+        ("Errors by kind", s.get("errors_by_kind")),
+        ("Total input tokens", s.get("total_input_tokens")),
+        ("Total output tokens", s.get("total_output_tokens")),
+        ("Request throughput (req/s)", s.get("request_throughput")),
+        ("Output throughput (tok/s)", s.get("output_throughput")),
+        ("Total token throughput (tok/s)", s.get("total_token_throughput")),
+    ]
     if "request_goodput" in s:
         head.append(("Request goodput (req/s)", s["request_goodput"]))
     if s.get("gpu_count"):
-        head.append((f"Output throughput per GPU (tok/s, {s['gpu_count']} GPUs)",
-                     s.get("output_throughput_per_gpu")))
-    head += [("Multi-token chunks", f"{s.get('multi_token_chunks')} of {s.get('total_chunks')}"),
-             ("Token usage source", s.get("usage_source")),
-             ("Length mismatches (input / output)",
-              f"{s.get('input_len_mismatches')} / {s.get('output_len_mismatches')}")]
+        head.append((f"Output throughput per GPU (tok/s, {s['gpu_count']} GPUs)", s.get("output_throughput_per_gpu")))
+    head += [
+        ("Multi-token chunks", f"{s.get('multi_token_chunks')} of {s.get('total_chunks')}"),
+        ("Token usage source", s.get("usage_source")),
+        ("Length mismatches (input / output)", f"{s.get('input_len_mismatches')} / {s.get('output_len_mismatches')}"),
+    ]
     rows = [
-        ("TTFT (ms)", "ttft_ms"), ("TPOT (ms)", "tpot_ms"), ("ITL (ms)", "itl_ms"),
-        ("Token ITL (ms)", "token_itl_ms"), ("E2EL (ms)", "e2el_ms"),
+        ("TTFT (ms)", "ttft_ms"),
+        ("TPOT (ms)", "tpot_ms"),
+        ("ITL (ms)", "itl_ms"),
+        ("Token ITL (ms)", "token_itl_ms"),
+        ("E2EL (ms)", "e2el_ms"),
         ("TTFT from schedule (ms)", "ttft_from_scheduled_ms"),
-        ("E2EL from schedule (ms)", "e2el_from_scheduled_ms"), ("Send lag (ms)", "send_lag_ms"),
+        ("E2EL from schedule (ms)", "e2el_from_scheduled_ms"),
+        ("Send lag (ms)", "send_lag_ms"),
         ("Interactivity (tok/s/user)", "interactivity_tok_s_user"),
     ]
     cols = ("mean", "median", "std", "p90", "p99")
     lat = [[label] + [_fmt(s.get(f"{c}_{key}")) for c in cols] for label, key in rows]
-    return (tabulate([(k, _fmt(v)) for k, v in head], tablefmt="simple", disable_numparse=True)
-            + "\n\n" + tabulate(lat, headers=["latency", *cols], tablefmt="simple",
-                                disable_numparse=True, colalign=("left",) + ("right",) * 5))
+    return (
+        tabulate([(k, _fmt(v)) for k, v in head], tablefmt="simple", disable_numparse=True)
+        + "\n\n"
+        + tabulate(
+            lat,
+            headers=["latency", *cols],
+            tablefmt="simple",
+            disable_numparse=True,
+            colalign=("left",) + ("right",) * 5,
+        )
+    )

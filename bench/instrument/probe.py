@@ -4,6 +4,7 @@ Turns the usual failures (nothing listening, wrong key, wrong model name) into o
 and measures how many prompt tokens the server adds on its own (BOS, chat template) so the
 workload can ask for exactly the requested input length.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ class ServerInfo:
     model: str
     models: list[str]
     max_model_len: int | None
-    root: str | None              # the model path the server loaded, when it says (vLLM does)
+    root: str | None  # the model path the server loaded, when it says (vLLM does)
     version: str | None
     system_fingerprint: str | None = None
 
@@ -42,7 +43,9 @@ def _explain(e: Exception, base_url: str, model: str | None = None) -> UserError
     if isinstance(e, openai.AuthenticationError):
         return UserError(f"the server at {base_url} refused the API key; set OPENAI_API_KEY")
     if isinstance(e, openai.NotFoundError):
-        return UserError(f"the server at {base_url} has no model {model!r} or no such endpoint; check --model and --base-url")
+        return UserError(
+            f"the server at {base_url} has no model {model!r} or no such endpoint; check --model and --base-url"
+        )
     if isinstance(e, openai.APIStatusError):
         return UserError(f"the server at {base_url} answered HTTP {e.status_code}: {e.message}")
     return UserError(f"talking to {base_url} failed: {e}")
@@ -60,7 +63,7 @@ def discover(base_url: str, model: str | None, api_key: str | None) -> ServerInf
     model = model or ids[0]
     if model not in ids:
         raise UserError(f"the server at {base_url} does not serve {model!r}; it serves: {', '.join(ids)}")
-    entry = (data[ids.index(model)].model_extra or {})
+    entry = data[ids.index(model)].model_extra or {}
     return ServerInfo(base_url, model, ids, entry.get("max_model_len"), entry.get("root"), _version(base_url))
 
 
@@ -79,16 +82,19 @@ def _version(base_url: str) -> str | None:
     return None
 
 
-def prompt_overhead(info: ServerInfo, api: str, probe_text: str, api_key: str | None,
-                    extra_body: dict) -> int:
+def prompt_overhead(info: ServerInfo, api: str, probe_text: str, api_key: str | None, extra_body: dict) -> int:
     """Tokens the server counts beyond our own `PROBE_WORDS`-token probe text."""
     client = _client(info.base_url, api_key)
     # The probe is not streamed, and vLLM rejects stream options on a request that is not.
     extra_body = {k: v for k, v in extra_body.items() if k not in ("stream", "stream_options")}
     try:
         if api == "chat":
-            r = client.chat.completions.create(model=info.model, max_tokens=1, extra_body=extra_body,
-                                               messages=[{"role": "user", "content": probe_text}])
+            r = client.chat.completions.create(
+                model=info.model,
+                max_tokens=1,
+                extra_body=extra_body,
+                messages=[{"role": "user", "content": probe_text}],
+            )
         else:
             r = client.completions.create(model=info.model, prompt=probe_text, max_tokens=1, extra_body=extra_body)
     except Exception as e:

@@ -4,6 +4,7 @@ The common case (a 200 chunked stream whose reads end on event boundaries and wh
 all carry cumulative usage) is counted without decoding JSON; from the first read that
 breaks that shape, or for anything but a stream, bench.instrument.stream.StreamParser takes over.
 """
+
 from __future__ import annotations
 
 import re
@@ -76,7 +77,7 @@ class ResponseReader:
                     return self._general(data, t)
                 head_end = data.find(b"\r\n\r\n")
                 self.keep_alive = b"connection: close" not in data[:head_end].lower()
-                data = data[head_end + 4:]
+                data = data[head_end + 4 :]
             if self._count(data, t):
                 if data.endswith(END) or (len(data) < len(END) and (self.tail + data).endswith(END)):
                     self.ended = True

@@ -5,36 +5,38 @@ shared by every process on the host), measured from the run's `t0`, which the ma
 keeps beside the wall-clock start. Raw timestamps are stored, never derived numbers, so
 any metric can be recomputed from this file alone.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Iterator
+from typing import IO
 
 import orjson
 
 
 @dataclass
 class Record:
-    id: int                       # position in the run's schedule (warm-up requests come first)
-    warmup: bool                  # True for warm-up requests, which the statistics leave out
-    scheduled: float              # when the schedule wanted the request sent
-    sent: float                   # when the request bytes were handed to the socket
-    first: float | None = None    # arrival of the first chunk that carries generated text
-    last: float | None = None     # arrival of the last chunk that carries generated text
+    id: int  # position in the run's schedule (warm-up requests come first)
+    warmup: bool  # True for warm-up requests, which the statistics leave out
+    scheduled: float  # when the schedule wanted the request sent
+    sent: float  # when the request bytes were handed to the socket
+    first: float | None = None  # arrival of the first chunk that carries generated text
+    last: float | None = None  # arrival of the last chunk that carries generated text
     chunk_times: list[float] = field(default_factory=list)  # arrival of each content chunk
-    chunk_tokens: list[int] = field(default_factory=list)   # tokens in each content chunk
-    prompt_tokens: int | None = None       # server's usage.prompt_tokens
-    completion_tokens: int | None = None   # server's usage.completion_tokens
+    chunk_tokens: list[int] = field(default_factory=list)  # tokens in each content chunk
+    prompt_tokens: int | None = None  # server's usage.prompt_tokens
+    completion_tokens: int | None = None  # server's usage.completion_tokens
     usage_source: str = "server"  # "server", or "counted" when the server sent no usage
     input_len: int | None = None  # prompt length the workload asked for, in tokens
     output_len: int | None = None  # output length asked for (max_tokens), None if free
-    status: int = 0               # HTTP status; 0 when no response arrived
-    error: str = ""               # empty for success, else what went wrong, in one line
-    error_kind: str = ""          # short class of the error: http_4xx, http_5xx, timeout, ...
-    worker: int = 0               # client worker process that sent it
+    status: int = 0  # HTTP status; 0 when no response arrived
+    error: str = ""  # empty for success, else what went wrong, in one line
+    error_kind: str = ""  # short class of the error: http_4xx, http_5xx, timeout, ...
+    worker: int = 0  # client worker process that sent it
 
     @property
     def ok(self) -> bool:
@@ -44,7 +46,7 @@ class Record:
         return orjson.dumps(self)  # ~20x faster than json.dumps(asdict()): it runs between chunks
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Record":
+    def from_dict(cls, d: dict) -> Record:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

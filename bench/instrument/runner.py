@@ -6,6 +6,7 @@ its request's arrival time (open loop) and sends it the moment it is both due an
 `scheduled` = max(arrival, when the worker's slot freed) and sent - scheduled is the
 client's own lag. Closed loop is the same with every arrival at the start of the phase.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,11 +24,11 @@ _TIMES = ("scheduled", "sent", "first", "last")
 
 @dataclass
 class Load:
-    concurrency: int | None       # most requests in flight; None = unbounded (open loop only)
-    rate: float | None            # requests/s for open loop; None = closed loop
+    concurrency: int | None  # most requests in flight; None = unbounded (open loop only)
+    rate: float | None  # requests/s for open loop; None = closed loop
     arrivals: list[float] | None  # offsets (s) of each measured request, from schedule.arrival_times
-    duration: float | None        # stop sending new requests after this many seconds
-    timeout: float | None         # give up on one request after this many seconds
+    duration: float | None  # stop sending new requests after this many seconds
+    timeout: float | None  # give up on one request after this many seconds
 
 
 @dataclass
@@ -41,15 +42,17 @@ class Progress:
     def line(self) -> str:
         width = 30
         filled = int(width * self.done / max(1, self.total))
-        return (f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} done, "
-                f"{self.failed} failed, {self.in_flight} in flight, {perf_counter() - self.started:.1f} s")
+        return (
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} done, "
+            f"{self.failed} failed, {self.in_flight} in flight, {perf_counter() - self.started:.1f} s"
+        )
 
 
 class Runner:
     def __init__(self, transport, writer: RecordWriter, make_body, t0: float, show_progress: bool):
         self.transport = transport
         self.writer = writer
-        self.make_body = make_body    # Prompt -> request body dict
+        self.make_body = make_body  # Prompt -> request body dict
         self.t0 = t0
         self.run_id = uuid.uuid4().hex[:8]
         self.show_progress = show_progress
@@ -61,8 +64,14 @@ class Runner:
 
     # -- one request ---------------------------------------------------------------------
     async def one(self, rid: int, prompt: Prompt, scheduled: float, warmup: bool, timeout: float | None) -> float:
-        rec = Record(id=rid, warmup=warmup, scheduled=scheduled, sent=0.0,
-                     input_len=prompt.input_len, output_len=prompt.output_len)
+        rec = Record(
+            id=rid,
+            warmup=warmup,
+            scheduled=scheduled,
+            sent=0.0,
+            input_len=prompt.input_len,
+            output_len=prompt.output_len,
+        )
         self.progress.in_flight += 1
         fill = None
         try:
@@ -150,8 +159,11 @@ class Runner:
         """Warm up, then measure; returns the measured phase's (start, end) on the perf_counter clock."""
         if warmup_prompts:
             self.progress = Progress(len(warmup_prompts))
-            await self.phase(warmup_prompts, Load(load.concurrency or len(warmup_prompts), None, None, None,
-                                                  load.timeout), warmup=True)
+            await self.phase(
+                warmup_prompts,
+                Load(load.concurrency or len(warmup_prompts), None, None, None, load.timeout),
+                warmup=True,
+            )
         self.progress = Progress(len(prompts))
         start = perf_counter()
         await self.phase(prompts, load, warmup=False)

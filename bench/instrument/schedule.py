@@ -5,6 +5,7 @@ slot frees. Open loop (`--rate R`) draws inter-arrival gaps from a gamma distrib
 shape = burstiness and mean 1/R: burstiness 1 is a Poisson process, below 1 burstier,
 above 1 more regular (coefficient of variation of the gaps = 1/sqrt(burstiness)).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ Pure and synchronous: fed raw bytes with their arrival time, it keeps what a Rec
 event that advances the server's completion-token count (with continuous usage stats), or,
 when the server sends no per-chunk usage, one that carries non-empty generated text.
 """
+
 from __future__ import annotations
 
 import orjson
@@ -15,16 +16,16 @@ from bench.instrument.records import Record
 class StreamParser:
     def __init__(self, api: str):
         self.chat = api == "chat"
-        self.buf = b""           # unparsed HTTP bytes (head, or chunked framing)
-        self.sse = b""           # body bytes not yet cut into SSE events
+        self.buf = b""  # unparsed HTTP bytes (head, or chunked framing)
+        self.sse = b""  # body bytes not yet cut into SSE events
         self.status = 0
         self.head_done = False
         self.chunked = False
-        self.remaining = -1      # bytes left in the current HTTP chunk or Content-Length body
+        self.remaining = -1  # bytes left in the current HTTP chunk or Content-Length body
         self.until_close = False
         self.keep_alive = True
         self.finished = False
-        self.body_error = b""    # body of a non-200 response
+        self.body_error = b""  # body of a non-200 response
         self.times: list[float] = []
         self.tokens: list[int | None] = []
         self.texts: list[str] = []  # kept only for chunks whose token count is unknown
@@ -57,7 +58,7 @@ class StreamParser:
         if end < 0:
             return False
         lines = self.buf[:end].decode("latin-1").split("\r\n")
-        self.buf = self.buf[end + 4:]
+        self.buf = self.buf[end + 4 :]
         self.head_done = True
         parts = lines[0].split(" ", 2)
         self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
@@ -76,9 +77,9 @@ class StreamParser:
         buf, pieces = self.buf, []
         while True:
             if self.remaining > 0:
-                piece = buf[:self.remaining]
+                piece = buf[: self.remaining]
                 pieces.append(piece)
-                buf = buf[len(piece):]
+                buf = buf[len(piece) :]
                 self.remaining -= len(piece)
                 if self.remaining:
                     break
@@ -95,7 +96,7 @@ class StreamParser:
             if nl < 0:
                 break
             size = int(buf[:nl].split(b";")[0], 16)
-            buf = buf[nl + 2:]
+            buf = buf[nl + 2 :]
             if size == 0:
                 self.remaining = -3  # finished only with the last CRLF, or it would be read as the next response
                 continue
@@ -178,8 +179,11 @@ class StreamParser:
         """
         rec.status = self.status
         rec.chunk_times = self.times
-        rec.chunk_tokens = self.tokens if None not in self.tokens else [
-            k if k is not None else max(1, count(x)) if count else 1 for k, x in zip(self.tokens, self.texts)]
+        rec.chunk_tokens = (
+            self.tokens
+            if None not in self.tokens
+            else [k if k is not None else max(1, count(x)) if count else 1 for k, x in zip(self.tokens, self.texts)]
+        )
         if self.completion_tokens is None and self.times:
             self.completion_tokens = sum(rec.chunk_tokens)
             rec.usage_source = "counted"

@@ -7,6 +7,7 @@ once against the server and subtracted, and every request records both counts so
 mismatch shows. Prompt i starts with its own two-word pair, so no two prompts share a
 first token and a prefix cache cannot help unless a shared prefix is asked for.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,8 +23,8 @@ from bench.errors import UserError
 @dataclass
 class Prompt:
     text: str
-    input_len: int | None     # tokens the server should count (None when unknown)
-    output_len: int | None    # max_tokens to ask for (None: let the model stop)
+    input_len: int | None  # tokens the server should count (None when unknown)
+    output_len: int | None  # max_tokens to ask for (None: let the model stop)
 
 
 def load_tokenizer(path: str):
@@ -44,7 +45,7 @@ def load_tokenizer(path: str):
 def single_token_words(tokenizer) -> tuple[str, ...]:
     """Words (with their leading space) that encode to one token alone and inside a sentence."""
     words = []
-    for token, _id in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+    for _token, _id in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
         text = tokenizer.decode([_id])
         if len(text) < 3 or not text.startswith(" ") or not text[1:].isalpha() or not text[1:].isascii():
             continue
@@ -80,8 +81,16 @@ class RandomPrompts:
         return text
 
 
-def random_workload(tokenizer, n: int, input_len: int, output_len: int, range_ratio: float,
-                    seed: int, overhead: int, prefix_len: int = 0) -> list[Prompt]:
+def random_workload(
+    tokenizer,
+    n: int,
+    input_len: int,
+    output_len: int,
+    range_ratio: float,
+    seed: int,
+    overhead: int,
+    prefix_len: int = 0,
+) -> list[Prompt]:
     """`n` prompts of input_len (output_len) tokens, each varied by +-range_ratio if asked."""
     if input_len - overhead < 1:
         raise UserError(f"--input-len {input_len} is shorter than the {overhead} tokens the server adds itself")
@@ -133,7 +142,7 @@ def jsonl_workload(path: str, n: int, output_len: int | None) -> list[Prompt]:
                     obj = json.loads(line)
                     prompts.append(Prompt(obj["prompt"], None, obj.get("output_len", output_len)))
                 except (json.JSONDecodeError, KeyError, TypeError):
-                    raise UserError(f"{path} line {lineno} is not a JSON object with a \"prompt\"") from None
+                    raise UserError(f'{path} line {lineno} is not a JSON object with a "prompt"') from None
                 if len(prompts) == n:
                     break
     except OSError as e:

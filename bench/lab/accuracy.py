@@ -4,6 +4,7 @@ Error = what the client reports minus what the server logged (when it received e
 request, when it really sent each chunk). Used by `bench run --self-check` (a short run
 before the real one, its error bar kept in the manifest) and by `just bench-client`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from bench.instrument.records import read_records
-from bench.paths import ROOT
 from bench.paths import TINY_MODEL as TINY_TOKENIZER
 
 
@@ -65,8 +65,9 @@ def errors(measured: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> dic
     return out
 
 
-def self_check(concurrency: int, api: str = "completions", output_len: int = 32,
-               ttft_ms: float = 50.0, itl_ms: float = 20.0) -> dict:
+def self_check(
+    concurrency: int, api: str = "completions", output_len: int = 32, ttft_ms: float = 50.0, itl_ms: float = 20.0
+) -> dict:
     """Run this client against a fresh calibration server at `concurrency`; its error bar."""
     from bench.cli import main
     from bench.lab.calibration import (
@@ -81,20 +82,44 @@ def self_check(concurrency: int, api: str = "completions", output_len: int = 32,
         server = start_server(0, log=log, ttft_ms=ttft_ms, itl_ms=itl_ms)
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                rc = main(["run", "--base-url", f"{server.base_url}/v1", "--api", api, "--tokenizer",
-                           str(TINY_TOKENIZER), "--concurrency", str(concurrency),
-                           "--num-prompts", str(2 * concurrency), "--input-len", "32",
-                           "--output-len", str(output_len), "--out", str(out), "--no-progress"])
+                rc = main(
+                    [
+                        "run",
+                        "--base-url",
+                        f"{server.base_url}/v1",
+                        "--api",
+                        api,
+                        "--tokenizer",
+                        str(TINY_TOKENIZER),
+                        "--concurrency",
+                        str(concurrency),
+                        "--num-prompts",
+                        str(2 * concurrency),
+                        "--input-len",
+                        "32",
+                        "--output-len",
+                        str(output_len),
+                        "--out",
+                        str(out),
+                        "--no-progress",
+                    ]
+                )
         finally:
             stop_server(server)
         if rc != 0:
             return {"ok": False, "error": f"the self-check run exited with status {rc}"}
         summary = json.loads((out / "summary.json").read_text())
-        result = {"ok": True, "concurrency": concurrency, "requests": 2 * concurrency,
-                  "output_len": output_len, "true_ttft_ms": ttft_ms, "true_itl_ms": itl_ms,
-                  **errors(latencies_from_run(out), measured_requests(read_log(log))),
-                  "client_send_lag_p99_ms": summary.get("p99_send_lag_ms"),
-                  "server_send_lag": send_lag_stats(log)}
+        result = {
+            "ok": True,
+            "concurrency": concurrency,
+            "requests": 2 * concurrency,
+            "output_len": output_len,
+            "true_ttft_ms": ttft_ms,
+            "true_itl_ms": itl_ms,
+            **errors(latencies_from_run(out), measured_requests(read_log(log))),
+            "client_send_lag_p99_ms": summary.get("p99_send_lag_ms"),
+            "server_send_lag": send_lag_stats(log),
+        }
     return result
 
 
@@ -102,5 +127,7 @@ def describe(check: dict) -> str:
     """One line for the terminal."""
     if not check.get("ok"):
         return f"self-check failed: {check.get('error')}"
-    return (f"self-check at concurrency {check['concurrency']}: TTFT error {check['ttft_mean_error_ms']:+.2f} ms mean, "
-            f"{check['ttft_p99_error_ms']:+.2f} ms p99; ITL p99 error {check['itl_p99_error_ms']:+.2f} ms")
+    return (
+        f"self-check at concurrency {check['concurrency']}: TTFT error {check['ttft_mean_error_ms']:+.2f} ms mean, "
+        f"{check['ttft_p99_error_ms']:+.2f} ms p99; ITL p99 error {check['itl_p99_error_ms']:+.2f} ms"
+    )

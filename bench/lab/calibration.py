@@ -31,6 +31,7 @@ the responses it saw end are in the file) and when it stops:
 Times are absolute time.perf_counter() seconds (CLOCK_MONOTONIC, shared by all processes).
 read_log() adds `due`, the list of planned send times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,8 @@ from bench.lab.calibration_http import Listener, Stream
 from bench.paths import ROOT
 
 READY = "calibration server ready on "
-EARLY = 150e-6   # wake this long before a chunk is due, then spin: wake-ups come ~50-100 us late
-BATCH = 5e-4     # longest the scheduler holds the event loop: requests wait that long
+EARLY = 150e-6  # wake this long before a chunk is due, then spin: wake-ups come ~50-100 us late
+BATCH = 5e-4  # longest the scheduler holds the event loop: requests wait that long
 GC_EVERY = 10000  # objects allocated before an idle server collects cyclic garbage
 perf_counter = time.perf_counter
 
@@ -132,8 +133,7 @@ class Scheduler:
         # Due chunks and waiting requests by deadline; a gap shorter than EARLY is spun through
         # (a sleep costs more and wakes late); every BATCH the loop goes back to the sockets.
         while now - start < BATCH:
-            if heap and heap[0][0] <= now and not (
-                    backlog and backlog[0].arrived + self.parse_by < heap[0][0]):
+            if heap and heap[0][0] <= now and not (backlog and backlog[0].arrived + self.parse_by < heap[0][0]):
                 due, seq, stream = heap[0]
                 nxt = stream.send(due)
                 if nxt is None:
@@ -172,28 +172,41 @@ class Scheduler:
 
 # ---- the process: arguments, start, stop ---------------------------------------------------
 
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on; keep loopback.")
     p.add_argument("--port", type=int, default=8100, help="Port to listen on; 0 picks a free one.")
-    p.add_argument("--model", default="calibration",
-                   help="Model id served and listed by /v1/models.")
-    p.add_argument("--max-model-len", type=int, default=131072,
-                   help="Context length announced by /v1/models; longer requests get HTTP 400.")
-    p.add_argument("--ttft-ms", type=float, default=50.0,
-                   help="Time from a fully received request to its first chunk, in ms.")
+    p.add_argument("--model", default="calibration", help="Model id served and listed by /v1/models.")
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        default=131072,
+        help="Context length announced by /v1/models; longer requests get HTTP 400.",
+    )
+    p.add_argument(
+        "--ttft-ms", type=float, default=50.0, help="Time from a fully received request to its first chunk, in ms."
+    )
     p.add_argument("--itl-ms", type=float, default=20.0, help="Time between chunks, in ms.")
-    p.add_argument("--tokens-per-chunk", type=int, default=1,
-                   help="Tokens carried by each chunk (the last may carry fewer).")
-    p.add_argument("--log", required=True, type=Path,
-                   help="JSONL file receiving one line per finished request (truncated at start).")
-    p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
-                   help="Event loop; auto uses uvloop when installed.")
+    p.add_argument(
+        "--tokens-per-chunk", type=int, default=1, help="Tokens carried by each chunk (the last may carry fewer)."
+    )
+    p.add_argument(
+        "--log",
+        required=True,
+        type=Path,
+        help="JSONL file receiving one line per finished request (truncated at start).",
+    )
+    p.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="Event loop; auto uses uvloop when installed.",
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms,
-                "tokens_per_chunk": args.tokens_per_chunk}
+    defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens_per_chunk": args.tokens_per_chunk}
     info = {"model": args.model, "max_model_len": args.max_model_len, "defaults": defaults}
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -203,8 +216,9 @@ async def serve(args: argparse.Namespace) -> None:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise UserError(f"port {args.port} on {args.host} is already in use: "
-                            "stop what holds it or pick another with --port.") from None
+            raise UserError(
+                f"port {args.port} on {args.host} is already in use: stop what holds it or pick another with --port."
+            ) from None
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror}.") from None
     sock.listen(4096)
     sock.setblocking(False)
@@ -227,8 +241,11 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.lab.calibration", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.lab.calibration",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(p)
     args = p.parse_args(argv)
     try:
@@ -238,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.loop != "asyncio":
             try:
                 import uvloop  # a third of asyncio's cost per write
+
                 run = uvloop.run
             except ImportError:
                 if args.loop == "uvloop":
-                    raise UserError("uvloop is not installed: pip install uvloop, "
-                                    "or use --loop asyncio.") from None
+                    raise UserError("uvloop is not installed: pip install uvloop, or use --loop asyncio.") from None
         run(serve(args))
     except UserError as e:
         print(f"calibration server: {e}", file=sys.stderr)
@@ -250,34 +267,63 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def start_server(port: int = 0, *, log: str | Path, host: str = "127.0.0.1",
-                 ttft_ms: float = 50.0, itl_ms: float = 20.0, tokens_per_chunk: int = 1,
-                 model: str = "calibration", max_model_len: int = 131072,
-                 cpu: int | None = None, loop: str = "auto",
-                 timeout: float = 30.0) -> subprocess.Popen:
+def start_server(
+    port: int = 0,
+    *,
+    log: str | Path,
+    host: str = "127.0.0.1",
+    ttft_ms: float = 50.0,
+    itl_ms: float = 20.0,
+    tokens_per_chunk: int = 1,
+    model: str = "calibration",
+    max_model_len: int = 131072,
+    cpu: int | None = None,
+    loop: str = "auto",
+    timeout: float = 30.0,
+) -> subprocess.Popen:
     """Start the server in a subprocess and return once it printed its ready line.
 
     port=0 picks a free port; the returned Popen carries `.port` and `.base_url`.
     cpu=N pins the server to that core with `taskset -c N`. Stop it with stop_server().
     """
-    cmd = [sys.executable, "-m", "bench.lab.calibration", "--host", host, "--port", str(port),
-           "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms),
-           "--tokens-per-chunk", str(tokens_per_chunk), "--log", str(log),
-           "--model", model, "--max-model-len", str(max_model_len), "--loop", loop]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.lab.calibration",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--ttft-ms",
+        str(ttft_ms),
+        "--itl-ms",
+        str(itl_ms),
+        "--tokens-per-chunk",
+        str(tokens_per_chunk),
+        "--log",
+        str(log),
+        "--model",
+        model,
+        "--max-model-len",
+        str(max_model_len),
+        "--loop",
+        loop,
+    ]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     root = str(ROOT)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
     # Wait for the ready line (or for the process to die), never for a fixed time.
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     line = proc.stdout.readline() if ready else ""
     if not line.startswith(READY):
         stop_server(proc)
-        raise UserError(f"the calibration server did not start (exit {proc.returncode}); "
-                        f"its message is above, its command was: {' '.join(cmd)}")
-    proc.base_url = line[len(READY):].strip()
+        raise UserError(
+            f"the calibration server did not start (exit {proc.returncode}); "
+            f"its message is above, its command was: {' '.join(cmd)}"
+        )
+    proc.base_url = line[len(READY) :].strip()
     proc.port = int(proc.base_url.rsplit(":", 1)[1])
     return proc
 
@@ -298,6 +344,7 @@ def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> int:
 
 # ---- reading the log -----------------------------------------------------------------------
 
+
 def read_log(path: str | Path) -> dict[str, dict]:
     """The server log as {request id: entry}; the module docstring lists the fields."""
     out = {}
@@ -315,12 +362,18 @@ def read_log(path: str | Path) -> dict[str, dict]:
 def send_lag_stats(log_path: str | Path) -> dict:
     """The server's own lateness (sent - due) over every chunk it sent, in ms."""
     import numpy as np
+
     lags = [s - d for e in read_log(log_path).values() for d, s in zip(e["due"], e["sent"])]
     if not lags:
         return {"chunks": 0, "mean_ms": None, "p50_ms": None, "p99_ms": None, "max_ms": None}
     a = np.asarray(lags) * 1e3
-    return {"chunks": len(lags), "mean_ms": float(a.mean()), "p50_ms": float(np.percentile(a, 50)),
-            "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max())}
+    return {
+        "chunks": len(lags),
+        "mean_ms": float(a.mean()),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+    }
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ clock read, one array append and one send() of bytes encoded when the request ar
 Responses mirror vLLM behind uvicorn: keep-alive, streams in Transfer-Encoding: chunked, one
 SSE event per HTTP chunk.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -29,11 +30,20 @@ perf_counter = time.perf_counter
 
 
 def response(status: int, body: bytes, extra: str = "") -> bytes:
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-              411: "Length Required", 413: "Payload Too Large", 431: "Header Too Large"}[status]
-    return (f"HTTP/1.1 {status} {reason}\r\nserver: bench-calibration\r\n"
-            f"content-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n{extra}\r\n").encode("latin-1") + body
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        411: "Length Required",
+        413: "Payload Too Large",
+        431: "Header Too Large",
+    }[status]
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nserver: bench-calibration\r\n"
+        f"content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{extra}\r\n"
+    ).encode("latin-1") + body
 
 
 class Stream:
@@ -44,11 +54,36 @@ class Stream:
     usage stats, every chunk. `tail` (usage, [DONE], end of body) goes in the same send() as
     the last chunk: when a thousand streams end at once, one send each instead of two.
     """
-    __slots__ = ("conn", "sched", "entry", "prefix", "i", "last", "first", "itl", "plain", "edge",
-                 "tail", "sent", "sent_append", "write", "dead")
 
-    def __init__(self, conn: Conn, entry: dict, first: float, itl: float, chunks: int,
-                 plain: bytes | None, edge, tail: bytes = b""):
+    __slots__ = (
+        "conn",
+        "sched",
+        "entry",
+        "prefix",
+        "i",
+        "last",
+        "first",
+        "itl",
+        "plain",
+        "edge",
+        "tail",
+        "sent",
+        "sent_append",
+        "write",
+        "dead",
+    )
+
+    def __init__(
+        self,
+        conn: Conn,
+        entry: dict,
+        first: float,
+        itl: float,
+        chunks: int,
+        plain: bytes | None,
+        edge,
+        tail: bytes = b"",
+    ):
         self.conn, self.sched, self.entry = conn, conn.sched, entry
         # The log line's fixed part, encoded now rather than when many streams end together.
         self.prefix = orjson.dumps(entry)[:-1] + b","
@@ -86,7 +121,7 @@ class Stream:
         times = {"due_first": self.first, "due_step": self.itl, "sent": self.sent.tolist()}
         if error:  # cut short: tokens only for the chunks that went
             entry = self.entry
-            entry.update(times, error=error, tokens=entry["tokens"][:len(self.sent)])
+            entry.update(times, error=error, tokens=entry["tokens"][: len(self.sent)])
             line = orjson.dumps(entry)
         else:
             line = self.prefix + orjson.dumps(times)[1:]
@@ -97,10 +132,19 @@ def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float)
     """Plan the chunks, encode their bytes once and hand the stream to the scheduler."""
     plan = parse_request(body, chat, conn.info)
     tokens = plan.tokens if plan.stream else [plan.max_tokens]
-    entry = {"id": rid, "received": received, "parsed": perf_counter(), "tokens": tokens,
-             "prompt_tokens": plan.prompt, "completion_tokens": plan.max_tokens,
-             "stream": plan.stream, "api": "chat" if chat else "completions",
-             "ttft_ms": plan.ttft * 1e3, "itl_ms": plan.itl * 1e3, "tokens_per_chunk": plan.k}
+    entry = {
+        "id": rid,
+        "received": received,
+        "parsed": perf_counter(),
+        "tokens": tokens,
+        "prompt_tokens": plan.prompt,
+        "completion_tokens": plan.max_tokens,
+        "stream": plan.stream,
+        "api": "chat" if chat else "completions",
+        "ttft_ms": plan.ttft * 1e3,
+        "itl_ms": plan.itl * 1e3,
+        "tokens_per_chunk": plan.k,
+    }
     first = received + plan.ttft
     answer = encode(plan, chat, rid, conn.info["model"])
     if plan.stream:
@@ -109,7 +153,8 @@ def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float)
         conn.write(
             b"HTTP/1.1 200 OK\r\nserver: bench-calibration\r\n"
             b"content-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n"
-            b"x-request-id: " + rid.encode("latin-1") + b"\r\n\r\n")
+            b"x-request-id: " + rid.encode("latin-1") + b"\r\n\r\n"
+        )
     else:  # the whole answer at once, when the last chunk would have gone
         whole = response(200, answer, f"x-request-id: {rid}\r\n")
         first += (plan.chunks - 1) * plan.itl
@@ -261,8 +306,8 @@ class Conn:
                 return self.fail(413, "Request body too large.")
             if len(self.buf) < end + 4 + size:
                 return
-            body = bytes(self.buf[end + 4:end + 4 + size])
-            del self.buf[:end + 4 + size]
+            body = bytes(self.buf[end + 4 : end + 4 + size])
+            del self.buf[: end + 4 + size]
             keep = headers.get("connection", "").lower()
             self.close_after = keep == "close" or (version == "HTTP/1.0" and keep != "keep-alive")
             rid = headers.get("x-request-id") or f"calib-{next(_ids)}"
@@ -275,9 +320,15 @@ class Conn:
                 return self.reply(200, b"")
             if path == "/version":
                 return self.reply(200, {"version": f"bench-calibration-{__version__}"})
-            model = {"id": info["model"], "object": "model", "created": 0,
-                     "owned_by": "bench-calibration", "root": info["model"], "parent": None,
-                     "max_model_len": info["max_model_len"]}
+            model = {
+                "id": info["model"],
+                "object": "model",
+                "created": 0,
+                "owned_by": "bench-calibration",
+                "root": info["model"],
+                "parent": None,
+                "max_model_len": info["max_model_len"],
+            }
             return self.reply(200, {"object": "list", "data": [model]})
         if path not in ("/v1/completions", "/v1/chat/completions"):
             return self.reply(404, error_body(404, f"No route {method} {path}."))

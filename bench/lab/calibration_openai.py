@@ -4,12 +4,13 @@ Pure functions (no sockets, no clock), so the shapes are easy to read next to vL
 tokens are counted without a tokenizer: a token-id list counts its ids, text counts its
 whitespace-separated words; every generated token is the text " tok".
 """
+
 from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import orjson
 
@@ -66,13 +67,14 @@ def count_prompt(body: dict, chat: bool) -> int:
 @dataclass
 class Plan:
     """One checked request: its timing (seconds), token counts and how it is answered."""
+
     ttft: float
     itl: float
-    k: int              # tokens per chunk
+    k: int  # tokens per chunk
     max_tokens: int
     prompt: int
     stream: bool
-    options: dict       # stream_options
+    options: dict  # stream_options
 
     @property
     def chunks(self) -> int:
@@ -95,8 +97,7 @@ def parse_request(body: dict, chat: bool, info: dict) -> Plan:
         raise BadRequest(404, f"The model `{body.get('model')}` does not exist.")
     cal = body.get("calibration") or {}
     if not isinstance(cal, dict) or not set(cal) <= set(info["defaults"]):
-        raise BadRequest(400, f"calibration must be an object with keys among "
-                              f"{sorted(info['defaults'])}, got {cal!r}.")
+        raise BadRequest(400, f"calibration must be an object with keys among {sorted(info['defaults'])}, got {cal!r}.")
     cal = {**info["defaults"], **cal}
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
@@ -104,14 +105,21 @@ def parse_request(body: dict, chat: bool, info: dict) -> Plan:
     max_tokens = body.get("max_completion_tokens") if chat else None
     if max_tokens is None:
         max_tokens = body.get("max_tokens", 16)  # 16: the OpenAI default
-    plan = Plan(ttft=_at_least(cal["ttft_ms"], "calibration.ttft_ms", 0) / 1e3,
-                itl=_at_least(cal["itl_ms"], "calibration.itl_ms", 0) / 1e3,
-                k=_at_least(cal["tokens_per_chunk"], "calibration.tokens_per_chunk", 1, True),
-                max_tokens=_at_least(max_tokens, "max_tokens", 1, True),
-                prompt=count_prompt(body, chat), stream=bool(body.get("stream")), options=options)
+    plan = Plan(
+        ttft=_at_least(cal["ttft_ms"], "calibration.ttft_ms", 0) / 1e3,
+        itl=_at_least(cal["itl_ms"], "calibration.itl_ms", 0) / 1e3,
+        k=_at_least(cal["tokens_per_chunk"], "calibration.tokens_per_chunk", 1, True),
+        max_tokens=_at_least(max_tokens, "max_tokens", 1, True),
+        prompt=count_prompt(body, chat),
+        stream=bool(body.get("stream")),
+        options=options,
+    )
     if plan.prompt + plan.max_tokens > info["max_model_len"]:
-        raise BadRequest(400, f"This model's maximum context length is {info['max_model_len']} "
-                              f"tokens, but {plan.prompt + plan.max_tokens} were requested.")
+        raise BadRequest(
+            400,
+            f"This model's maximum context length is {info['max_model_len']} "
+            f"tokens, but {plan.prompt + plan.max_tokens} were requested.",
+        )
     return plan
 
 
@@ -131,17 +139,24 @@ def encode(plan: Plan, chat: bool, rid: str, model: str):
     """
     head = _head(chat, ("chatcmpl-" if chat else "cmpl-") + rid, int(time.time()), model)
     if not plan.stream:
-        return orjson.dumps({**head, "object": "chat.completion" if chat else "text_completion",
-                             "choices": [_choice(chat, TOKEN * plan.max_tokens, "length", "message", ASSISTANT)],
-                             "usage": _usage(plan.prompt, plan.max_tokens)})
+        return orjson.dumps(
+            {
+                **head,
+                "object": "chat.completion" if chat else "text_completion",
+                "choices": [_choice(chat, TOKEN * plan.max_tokens, "length", "message", ASSISTANT)],
+                "usage": _usage(plan.prompt, plan.max_tokens),
+            }
+        )
     continuous = bool(plan.options.get("continuous_usage_stats"))
-    first, last, middle, tail = _events(chat, model, plan.prompt, plan.max_tokens, plan.k, continuous,
-                                        bool(plan.options.get("include_usage")))
+    first, last, middle, tail = _events(
+        chat, model, plan.prompt, plan.max_tokens, plan.k, continuous, bool(plan.options.get("include_usage"))
+    )
     rid_json, created = orjson.dumps(rid)[1:-1], b'"created":%d' % head["created"]
 
     def fill(event: bytes, escape: bool = False) -> bytes:
-        return event.replace(_RID_JSON, rid_json.replace(b"%", b"%%") if escape else rid_json) \
-            .replace(_CREATED_JSON, created)
+        return event.replace(_RID_JSON, rid_json.replace(b"%", b"%%") if escape else rid_json).replace(
+            _CREATED_JSON, created
+        )
 
     first, last = b"".join(sse(fill(e)) for e in first), b"".join(sse(fill(e)) for e in last)
     n, k, prompt = plan.chunks, plan.k, plan.prompt
@@ -161,17 +176,21 @@ def encode(plan: Plan, chat: bool, rid: str, model: str):
 
 
 def _head(chat: bool, cid: str, created: int, model: str) -> dict:
-    return {"id": cid, "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": created, "model": model}
+    return {
+        "id": cid,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": created,
+        "model": model,
+    }
 
 
 def _usage(prompt: int, done: int) -> dict:
     return {"prompt_tokens": prompt, "total_tokens": prompt + done, "completion_tokens": done}
 
 
-def _choice(chat: bool, text: str, finish: str | None, key: str = "delta", role: dict = {}) -> dict:
+def _choice(chat: bool, text: str, finish: str | None, key: str = "delta", role: dict | None = None) -> dict:
     if chat:
-        return {"index": 0, key: {**role, "content": text}, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, key: {**(role or {}), "content": text}, "logprobs": None, "finish_reason": finish}
     return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None}
 
 
@@ -200,10 +219,17 @@ def _events(chat: bool, model: str, prompt: int, total: int, k: int, continuous:
     last = first if n == 1 else (chunk(n - 1),)
     middle = b""
     if continuous and n > 2:  # marker numbers, then %d where they stood
-        marked = {**head, "choices": [_choice(chat, TOKEN * k, None)],
-                  "usage": {"prompt_tokens": prompt, "total_tokens": -1, "completion_tokens": -2}}
-        middle = event(marked).replace(b"%", b"%%").replace(b'"total_tokens":-1', b'"total_tokens":%d') \
+        marked = {
+            **head,
+            "choices": [_choice(chat, TOKEN * k, None)],
+            "usage": {"prompt_tokens": prompt, "total_tokens": -1, "completion_tokens": -2},
+        }
+        middle = (
+            event(marked)
+            .replace(b"%", b"%%")
+            .replace(b'"total_tokens":-1', b'"total_tokens":%d')
             .replace(b'"completion_tokens":-2', b'"completion_tokens":%d')
+        )
     elif n > 2:
         middle = chunk(1)
     tail = ((event({**head, "choices": [], "usage": _usage(prompt, total)}),) if include_usage else ()) + (END,)

@@ -5,6 +5,7 @@ memory and event loop) into <results>/<campaign>/<label>/<scenario>/<load-point>
 Resume: a point whose summary.json is complete is kept unless --redo; a partial or failed one is
 renamed <load-point>.aside-N (never deleted) and measured again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,40 +32,80 @@ from bench.results.scenarios import (
 )
 
 # `bench run` flags the campaign sets itself for every point.
-OWNED = {"--out", "--campaign", "--scenario", "--label", "--base-url", "--model", "--concurrency", "--rate",
-         "--num-prompts", "--input-len", "--output-len", "--dataset", "--dataset-path", "--range-ratio"}
+OWNED = {
+    "--out",
+    "--campaign",
+    "--scenario",
+    "--label",
+    "--base-url",
+    "--model",
+    "--concurrency",
+    "--rate",
+    "--num-prompts",
+    "--input-len",
+    "--output-len",
+    "--dataset",
+    "--dataset-path",
+    "--range-ratio",
+}
 say = partial(print, flush=True)  # flushed: bench run and the hook write to the same terminal
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scenarios", metavar="SET",
-                   help="Scenario set: a name in recipes/scenarios/ (seed, industry, demo) or a .toml file.")
-    p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
-                   help="OpenAI-compatible base URL of the running server.")
+    p.add_argument(
+        "scenarios",
+        metavar="SET",
+        help="Scenario set: a name in recipes/scenarios/ (seed, industry, demo) or a .toml file.",
+    )
+    p.add_argument(
+        "--base-url",
+        default=os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
+        help="OpenAI-compatible base URL of the running server.",
+    )
     p.add_argument("--model", help="Served model name for every run; default: the first one the server lists.")
     p.add_argument("--label", help="Engine label, also its results folder, e.g. vllm-tp8; default: the serve recipe's.")
     p.add_argument("--name", help="Campaign name, its folder under --results; default: the set's name (same resumes).")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="Results root folder ($RESULTS or results/).")
     p.add_argument("--pause", type=float, default=5.0, help="Seconds to wait between load points (server drains).")
-    p.add_argument("--skip", action="append", default=[], metavar="SCENARIO",
-                   help="Leave out scenarios matching this name or glob (repeatable): ones an engine cannot serve.")
-    p.add_argument("--warmup-sweep", action="store_true",
-                   help="Run the first sweep once beforehand into <name>-warmup/ and ignore it (for JIT-compiling "
-                        "engines such as SGLang with DeepGEMM).")
-    p.add_argument("--hook", metavar="CMD",
-                   help="Shell command run between scenarios (restart the server, flush its cache); "
-                        "$BENCH_SCENARIO names the next one (also $BENCH_CAMPAIGN, $BENCH_LABEL, $BENCH_BASE_URL); "
-                        "it must return once the server is ready.")
-    p.add_argument("--redo", action="store_true",
-                   help="Measure finished points again (their folders are renamed, not deleted).")
-    p.add_argument("--dataset-path", metavar="FILE",
-                   help="Dataset file for scenarios that read one, e.g. ShareGPT_V3_unfiltered_cleaned_split.json.")
-    p.add_argument("--run-args", default="", metavar="ARGS",
-                   help='Extra flags for every `bench run` in one string, e.g. --run-args="--api chat --gpus 8".')
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="SCENARIO",
+        help="Leave out scenarios matching this name or glob (repeatable): ones an engine cannot serve.",
+    )
+    p.add_argument(
+        "--warmup-sweep",
+        action="store_true",
+        help="Run the first sweep once beforehand into <name>-warmup/ and ignore it (for JIT-compiling "
+        "engines such as SGLang with DeepGEMM).",
+    )
+    p.add_argument(
+        "--hook",
+        metavar="CMD",
+        help="Shell command run between scenarios (restart the server, flush its cache); "
+        "$BENCH_SCENARIO names the next one (also $BENCH_CAMPAIGN, $BENCH_LABEL, $BENCH_BASE_URL); "
+        "it must return once the server is ready.",
+    )
+    p.add_argument(
+        "--redo", action="store_true", help="Measure finished points again (their folders are renamed, not deleted)."
+    )
+    p.add_argument(
+        "--dataset-path",
+        metavar="FILE",
+        help="Dataset file for scenarios that read one, e.g. ShareGPT_V3_unfiltered_cleaned_split.json.",
+    )
+    p.add_argument(
+        "--run-args",
+        default="",
+        metavar="ARGS",
+        help='Extra flags for every `bench run` in one string, e.g. --run-args="--api chat --gpus 8".',
+    )
     p.add_argument("--dry-run", action="store_true", help="Print the plan and stop without measuring.")
 
 
 # Run folders
+
 
 def state(out: Path) -> str:
     """'new', 'done', or why an existing folder must be measured again: 'partial' or 'failed'."""
@@ -91,21 +132,42 @@ def describe(out: Path) -> str:
     def ms(metric: str) -> str:
         v = s.get(f"p50_{metric}_ms", s.get(f"median_{metric}_ms"))
         return "-" if v is None else f"{v:.1f} ms"
-    return (f"{s.get('output_throughput') or 0:,.0f} out tok/s, TTFT p50 {ms('ttft')}, TPOT p50 {ms('tpot')}, "
-            f"{s.get('completed', 0)} ok/{s.get('failed', 0)} failed")
+
+    return (
+        f"{s.get('output_throughput') or 0:,.0f} out tok/s, TTFT p50 {ms('ttft')}, TPOT p50 {ms('tpot')}, "
+        f"{s.get('completed', 0)} ok/{s.get('failed', 0)} failed"
+    )
 
 
 # Measuring
 
+
 def run_command(args, p: Point, label: str, campaign: str, extra: list[str]) -> list[str]:
     s = p.scenario
-    cmd = [sys.executable, "-m", "bench", "run", "--base-url", args.base_url, "--label", label,
-           "--campaign", campaign, "--scenario", s.name, "--out", str(p.out), "--num-prompts", str(p.num_prompts)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "--base-url",
+        args.base_url,
+        "--label",
+        label,
+        "--campaign",
+        campaign,
+        "--scenario",
+        s.name,
+        "--out",
+        str(p.out),
+        "--num-prompts",
+        str(p.num_prompts),
+    ]
     cmd += ["--model", args.model] if args.model else []
     cmd += ["--concurrency", str(p.concurrency)] if p.concurrency else []
     cmd += ["--rate", f"{p.rate:g}"] if p.rate else []
-    cmd += ["--dataset", s.dataset, "--dataset-path", s.dataset_path] if s.dataset else \
-        ["--input-len", str(s.input_len)]
+    cmd += (
+        ["--dataset", s.dataset, "--dataset-path", s.dataset_path] if s.dataset else ["--input-len", str(s.input_len)]
+    )
     cmd += ["--output-len", str(s.output_len)] if s.output_len else []
     cmd += ["--range-ratio", f"{s.range_ratio:g}"] if s.range_ratio else []
     return cmd + extra
@@ -125,11 +187,18 @@ def measure(cmd: list[str]) -> int:
 
 def run_hook(args, scenario: str, campaign: str, label: str) -> None:
     say(f"hook before {scenario}: {args.hook}")
-    env = {**os.environ, "BENCH_SCENARIO": scenario, "BENCH_CAMPAIGN": campaign, "BENCH_LABEL": label,
-           "BENCH_BASE_URL": args.base_url}
+    env = {
+        **os.environ,
+        "BENCH_SCENARIO": scenario,
+        "BENCH_CAMPAIGN": campaign,
+        "BENCH_LABEL": label,
+        "BENCH_BASE_URL": args.base_url,
+    }
     if rc := subprocess.run(args.hook, shell=True, env=env).returncode:
-        raise UserError(f"--hook {args.hook!r} failed with status {rc} before scenario {scenario}; "
-                        "fix it and run the same command again (finished points are kept)")
+        raise UserError(
+            f"--hook {args.hook!r} failed with status {rc} before scenario {scenario}; "
+            "fix it and run the same command again (finished points are kept)"
+        )
 
 
 def engine_names(args) -> list[str]:
@@ -142,15 +211,22 @@ def engine_names(args) -> list[str]:
     served = (serverinfo.read(port) if port else None) or {}
     label = args.label or served.get("label") or served.get("engine")
     if not label:
-        raise UserError(f"no serve recipe recorded a label for port {port}: pass --label NAME (e.g. --label "
-                        "vllm-tp8), which names the engine's results folder")
+        raise UserError(
+            f"no serve recipe recorded a label for port {port}: pass --label NAME (e.g. --label "
+            "vllm-tp8), which names the engine's results folder"
+        )
     if not NAME.fullmatch(label):
         raise UserError(f"engine label {label!r} names a folder: use letters, digits, '.', '_' or '-'")
     return [label] + ([served["engine"]] if served.get("engine") else [])
 
 
-def plan(args, scenarios: list[Scenario], folder: Path, engines: list[str], max_len: int | None,
-         ) -> list[list[Point]]:
+def plan(
+    args,
+    scenarios: list[Scenario],
+    folder: Path,
+    engines: list[str],
+    max_len: int | None,
+) -> list[list[Point]]:
     """Print one line per scenario and return the sweeps to run (skipped scenarios left out)."""
     sweeps = []
     for s in scenarios:
@@ -161,13 +237,17 @@ def plan(args, scenarios: list[Scenario], folder: Path, engines: list[str], max_
             given = s.dataset_path and os.path.expandvars(os.path.expanduser(s.dataset_path))
             s.dataset_path = args.dataset_path or given
             if not s.dataset_path or not Path(s.dataset_path).is_file():
-                raise UserError(f"scenario {s.name} reads a {s.dataset} file: pass --dataset-path FILE (e.g. "
-                                f"ShareGPT_V3_unfiltered_cleaned_split.json) or leave it out with --skip {s.name}")
+                raise UserError(
+                    f"scenario {s.name} reads a {s.dataset} file: pass --dataset-path FILE (e.g. "
+                    f"ShareGPT_V3_unfiltered_cleaned_split.json) or leave it out with --skip {s.name}"
+                )
         pts = points(s, folder)
         todo = sum(args.redo or state(p.out) != "done" for p in pts)
         shape = s.dataset if s.dataset else f"{s.input_len} in / {s.output_len} out"
-        say(f"  {s.name:<14} {shape}, points {' '.join(p.name for p in pts)}, "
-            f"{pts[0].num_prompts}..{pts[-1].num_prompts} prompts each, {todo} to measure")
+        say(
+            f"  {s.name:<14} {shape}, points {' '.join(p.name for p in pts)}, "
+            f"{pts[0].num_prompts}..{pts[-1].num_prompts} prompts each, {todo} to measure"
+        )
         sweeps.append(pts)
     return sweeps
 
@@ -187,6 +267,7 @@ def main(args) -> int:
     label, max_len = engines[0], None
     if not args.dry_run:  # one clear error now, not one per point, when no server answers
         from bench.instrument import probe
+
         max_len = probe.discover(args.base_url, args.model, os.environ.get("OPENAI_API_KEY")).max_model_len
 
     # Plan: what is skipped, what is left to measure.
@@ -199,8 +280,9 @@ def main(args) -> int:
     if args.warmup_sweep and pending:
         # The first sweep to measure, run once before it into <campaign>-warmup/ and left out.
         warm_name = f"{campaign}-warmup"
-        sweeps.insert(sweeps.index(pending[0]), (warm_name, points(pending[0][1][0].scenario,
-                                                                   args.results / warm_name / label)))
+        sweeps.insert(
+            sweeps.index(pending[0]), (warm_name, points(pending[0][1][0].scenario, args.results / warm_name / label))
+        )
 
     # Measure: one bench run per point; the hook between scenarios that measure something.
     total, n, measured, failed, last = sum(len(pts) for _, pts in sweeps), 0, 0, [], None
@@ -230,8 +312,10 @@ def main(args) -> int:
             rc = measure(run_command(args, p, label, name, seed + extra))
             measured += 1
             if rc in (2, 130):  # bench run refused the point (bad input) or was interrupted: stop here
-                say(f"{tag}: {'interrupted' if rc == 130 else 'refused, see above'}; run the same command again "
-                    "to resume")
+                say(
+                    f"{tag}: {'interrupted' if rc == 130 else 'refused, see above'}; run the same command again "
+                    "to resume"
+                )
                 return rc
             if rc or state(p.out) != "done":
                 failed.append(f"{p.scenario.name}/{p.name}")

@@ -7,6 +7,7 @@ parallel) and the scenario; other names fall back to the file's `label`/`backend
 name. With per-request arrays the requests become Records and bench.instrument.metrics recomputes every
 statistic over the file's own duration; summary-only files keep the file's numbers.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,24 @@ from bench.errors import UserError
 from bench.instrument.metrics import summarise
 from bench.instrument.records import Record, RecordWriter
 
-NAME = re.compile(r"^(?P<engine>[A-Za-z0-9_.]+?)-(?:(?P<inp>\d+)-(?P<out>\d+)|(?P<ds>sharegpt))"
-                  r"(?:-(?P<tag>[A-Za-z0-9_.]*))?$")
+NAME = re.compile(
+    r"^(?P<engine>[A-Za-z0-9_.]+?)-(?:(?P<inp>\d+)-(?P<out>\d+)|(?P<ds>sharegpt))"
+    r"(?:-(?P<tag>[A-Za-z0-9_.]*))?$"
+)
 ARRAYS = ("input_lens", "output_lens", "ttfts", "itls", "errors")
 # Setup keys that describe the run rather than measure it: the manifest keeps them.
-SETUP = {"date", "backend", "label", "model_id", "tokenizer_id", "best_of", "num_prompts",
-         "request_rate", "burstiness", "max_concurrency"}
+SETUP = {
+    "date",
+    "backend",
+    "label",
+    "model_id",
+    "tokenizer_id",
+    "best_of",
+    "num_prompts",
+    "request_rate",
+    "burstiness",
+    "max_concurrency",
+}
 LISTS = set(ARRAYS) | {"generated_texts", "latencies", "start_times", "queue_times"}
 
 
@@ -44,16 +57,22 @@ class Source:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR",
-                   help="vLLM result JSON files, or folders searched recursively for *.json.")
-    p.add_argument("--out", required=True, metavar="RESULTS_DIR",
-                   help="Results tree to write run folders into, e.g. results/.")
-    p.add_argument("--campaign", metavar="NAME",
-                   help="Campaign name for every file; default: the name of each file's folder.")
-    p.add_argument("--gpu-count", type=int, metavar="N",
-                   help="GPUs the server used (for per-GPU throughput), when you know it.")
-    p.add_argument("--gpu-name", metavar="NAME",
-                   help="GPU model for the manifest and plot titles, e.g. 'NVIDIA H200'.")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="FILE_OR_DIR",
+        help="vLLM result JSON files, or folders searched recursively for *.json.",
+    )
+    p.add_argument(
+        "--out", required=True, metavar="RESULTS_DIR", help="Results tree to write run folders into, e.g. results/."
+    )
+    p.add_argument(
+        "--campaign", metavar="NAME", help="Campaign name for every file; default: the name of each file's folder."
+    )
+    p.add_argument(
+        "--gpu-count", type=int, metavar="N", help="GPUs the server used (for per-GPU throughput), when you know it."
+    )
+    p.add_argument("--gpu-name", metavar="NAME", help="GPU model for the manifest and plot titles, e.g. 'NVIDIA H200'.")
 
 
 def load_point(rate, concurrency) -> str:
@@ -67,27 +86,39 @@ def read_source(path: Path, campaign: str | None) -> Source:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read {path} as JSON ({e}); pass result files written by "
-                        "vLLM's benchmark with --save-result.") from None
+        raise UserError(
+            f"cannot read {path} as JSON ({e}); pass result files written by vLLM's benchmark with --save-result."
+        ) from None
     if not isinstance(data, dict) or "duration" not in data or "completed" not in data:
-        raise UserError(f"{path} is not a vLLM benchmark result (no 'duration'/'completed' keys); "
-                        "pass files written with --save-result.")
+        raise UserError(
+            f"{path} is not a vLLM benchmark result (no 'duration'/'completed' keys); "
+            "pass files written with --save-result."
+        )
     if "ttfts" in data:
         n = len(data["ttfts"])
         missing = [k for k in ARRAYS if not isinstance(data.get(k), list) or len(data[k]) != n]
         if missing:
-            raise UserError(f"{path} has per-request arrays of unequal length or missing "
-                            f"({', '.join(missing)}); the file is damaged, re-save it.")
+            raise UserError(
+                f"{path} has per-request arrays of unequal length or missing "
+                f"({', '.join(missing)}); the file is damaged, re-save it."
+            )
     m = NAME.match(path.stem)
     if m:
         engine = m["engine"] + (f"-{m['tag']}" if m["tag"] else "")
         scenario = f"{m['inp']}-{m['out']}" if m["inp"] else m["ds"]
         inp, out = (int(m["inp"]), int(m["out"])) if m["inp"] else (None, None)
     else:
-        engine, scenario, inp, out = data.get("label") or data.get("backend") or "unknown", \
-            path.stem, None, None
-    return Source(path, data, campaign or path.resolve().parent.name, engine, scenario,
-                  load_point(data.get("request_rate"), data.get("max_concurrency")), inp, out)
+        engine, scenario, inp, out = data.get("label") or data.get("backend") or "unknown", path.stem, None, None
+    return Source(
+        path,
+        data,
+        campaign or path.resolve().parent.name,
+        engine,
+        scenario,
+        load_point(data.get("request_rate"), data.get("max_concurrency")),
+        inp,
+        out,
+    )
 
 
 def records(src: Source) -> list[Record]:
@@ -98,10 +129,19 @@ def records(src: Source) -> list[Record]:
     t0 = min(starts) if starts else 0.0
     out = []
     for i, (ttft, itl, n_in, n_out, err) in enumerate(
-            zip(d["ttfts"], d["itls"], d["input_lens"], d["output_lens"], d["errors"])):
+        zip(d["ttfts"], d["itls"], d["input_lens"], d["output_lens"], d["errors"])
+    ):
         sent = starts[i] - t0
-        rec = Record(id=i, warmup=False, scheduled=sent, sent=sent, input_len=n_in,
-                     output_len=src.output_len, usage_source="vllm-bench", status=200)
+        rec = Record(
+            id=i,
+            warmup=False,
+            scheduled=sent,
+            sent=sent,
+            input_len=n_in,
+            output_len=src.output_len,
+            usage_source="vllm-bench",
+            status=200,
+        )
         if err or not ttft:
             lines = str(err or "").strip().splitlines()  # often a traceback: keep its last line
             rec.error = lines[-1] if lines else "no content received"
@@ -151,22 +191,29 @@ def manifest(src: Source, args) -> dict:
         "started": started,
         "gpus": [{"name": args.gpu_name}] * (args.gpu_count or 1) if args.gpu_name else [],
         "gpu_count": args.gpu_count,
-        "server": {"model": d.get("model_id"), "engine": src.engine.split("-")[0],
-                   "label": src.engine},
+        "server": {"model": d.get("model_id"), "engine": src.engine.split("-")[0], "label": src.engine},
         "api": "chat" if "chat" in str(d.get("backend")) else "completions",
-        "workload": {"name": "random" if src.input_len else src.scenario,
-                     "input_len": src.input_len, "output_len": src.output_len,
-                     "num_prompts": d.get("num_prompts"),
-                     "dataset": None if src.input_len else src.scenario},
-        "load": {"concurrency": d.get("max_concurrency"),
-                 "rate": None if rate in (None, "inf") else rate,
-                 "burstiness": d.get("burstiness")},
-        "campaign": {"name": src.campaign, "scenario": src.scenario,
-                     "load_point": src.load_point},
+        "workload": {
+            "name": "random" if src.input_len else src.scenario,
+            "input_len": src.input_len,
+            "output_len": src.output_len,
+            "num_prompts": d.get("num_prompts"),
+            "dataset": None if src.input_len else src.scenario,
+        },
+        "load": {
+            "concurrency": d.get("max_concurrency"),
+            "rate": None if rate in (None, "inf") else rate,
+            "burstiness": d.get("burstiness"),
+        },
+        "campaign": {"name": src.campaign, "scenario": src.scenario, "load_point": src.load_point},
         "partial": False,
         "imported_from": "vllm-bench",
-        "source": {"path": str(src.path.resolve()), "date": d.get("date"),
-                   "backend": d.get("backend"), "tokenizer_id": d.get("tokenizer_id")},
+        "source": {
+            "path": str(src.path.resolve()),
+            "date": d.get("date"),
+            "backend": d.get("backend"),
+            "tokenizer_id": d.get("tokenizer_id"),
+        },
     }
 
 
@@ -197,8 +244,11 @@ def main(args) -> int:
         try:
             run_dir.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
-            print(f"skipped {src.path}: {run_dir} exists and bench import never overwrites a run "
-                  "folder; delete it or import with another --campaign.", file=sys.stderr)
+            print(
+                f"skipped {src.path}: {run_dir} exists and bench import never overwrites a run "
+                "folder; delete it or import with another --campaign.",
+                file=sys.stderr,
+            )
             continue
         recs = records(src) if "ttfts" in src.data else None
         if recs is not None:
@@ -206,8 +256,7 @@ def main(args) -> int:
             for rec in recs:
                 writer.write(rec)
             writer.close()
-        for name, obj in (("summary.json", summary(src, recs, args.gpu_count)),
-                          ("manifest.json", manifest(src, args))):
+        for name, obj in (("summary.json", summary(src, recs, args.gpu_count)), ("manifest.json", manifest(src, args))):
             (run_dir / name).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
         print(f"imported {src.path} -> {run_dir}", file=sys.stderr)
         imported += 1

@@ -5,6 +5,7 @@ points labelled by load point; throughput per GPU against interactivity (tok/s/u
 engine's Pareto frontier drawn as a line (InferenceX's view). Per run with requests.jsonl: the
 CDFs of TTFT and ITL. The `*_series` functions return exactly what is drawn.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,14 +15,17 @@ from bench.errors import UserError
 from bench.instrument.records import read_records
 from bench.results.report import Run, context, find_runs, load_key, scenario_key, value
 
-LATENCY_PANELS = [("ttft_p50", "TTFT p50 (ms)"), ("ttft_p99", "TTFT p99 (ms)"),
-                  ("tpot_p50", "TPOT p50 (ms)"), ("tpot_p99", "TPOT p99 (ms)")]
+LATENCY_PANELS = [
+    ("ttft_p50", "TTFT p50 (ms)"),
+    ("ttft_p99", "TTFT p99 (ms)"),
+    ("tpot_p50", "TPOT p50 (ms)"),
+    ("tpot_p99", "TPOT p99 (ms)"),
+]
 
 
 def add_arguments(p) -> None:
     p.add_argument("tree", metavar="RESULTS_TREE", help="Folder searched for run folders.")
-    p.add_argument("--out", metavar="DIR",
-                   help="Write the PNGs under DIR (same layout) instead of next to the data.")
+    p.add_argument("--out", metavar="DIR", help="Write the PNGs under DIR (same layout) instead of next to the data.")
 
 
 def point(run: Run) -> dict:
@@ -41,16 +45,14 @@ def point(run: Run) -> dict:
 def scenario_series(runs: list[Run]) -> dict[tuple[str, str], dict[str, list[dict]]]:
     """(campaign, scenario) -> engine -> points in load order."""
     out: dict[tuple[str, str], dict[str, list[dict]]] = {}
-    for r in sorted(runs, key=lambda r: (r.campaign, scenario_key(r.scenario), r.engine,
-                                         load_key(r.load_point))):
+    for r in sorted(runs, key=lambda r: (r.campaign, scenario_key(r.scenario), r.engine, load_key(r.load_point))):
         out.setdefault((r.campaign, r.scenario), {}).setdefault(r.engine, []).append(point(r))
     return out
 
 
 def pareto(points: list[dict], x: str = "interactivity", y: str = "throughput_per_gpu") -> list[dict]:
     """Points no other point beats on both axes, by increasing x."""
-    pts = sorted((p for p in points if p[x] is not None and p[y] is not None),
-                 key=lambda p: (-p[x], -p[y]))
+    pts = sorted((p for p in points if p[x] is not None and p[y] is not None), key=lambda p: (-p[x], -p[y]))
     front, best = [], float("-inf")
     for p in pts:
         if p[y] > best:
@@ -75,8 +77,7 @@ def _label_points(ax, xs, ys, labels) -> None:
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
 
 
-def plot_latency(series: dict[str, list[dict]], runs: list[Run], scenario: str, path: Path,
-                 colors: dict[str, str]):
+def plot_latency(series: dict[str, list[dict]], runs: list[Run], scenario: str, path: Path, colors: dict[str, str]):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 9), constrained_layout=True)
@@ -90,14 +91,12 @@ def plot_latency(series: dict[str, list[dict]], runs: list[Run], scenario: str, 
         ax.margins(0.12)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(title="engine")
-    fig.suptitle(_title(runs, f"Scenario {scenario}: output throughput vs latency "
-                              "(points labelled by load point)"))
+    fig.suptitle(_title(runs, f"Scenario {scenario}: output throughput vs latency (points labelled by load point)"))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_frontier(series: dict[str, list[dict]], runs: list[Run], scenario: str, path: Path,
-                  colors: dict[str, str]):
+def plot_frontier(series: dict[str, list[dict]], runs: list[Run], scenario: str, path: Path, colors: dict[str, str]):
     import matplotlib.pyplot as plt
 
     per_gpu = all(p["throughput_per_gpu"] is not None for pts in series.values() for p in pts)
@@ -105,16 +104,21 @@ def plot_frontier(series: dict[str, list[dict]], runs: list[Run], scenario: str,
     fig, ax = plt.subplots(figsize=(10, 7), constrained_layout=True)
     for engine, pts in series.items():
         pts = [p for p in pts if p["interactivity"] is not None and p[y] is not None]
-        line, = ax.plot([p["interactivity"] for p in pareto(pts, y=y)],
-                        [p[y] for p in pareto(pts, y=y)], marker="o", label=engine,
-                        color=colors[engine])
-        ax.scatter([p["interactivity"] for p in pts], [p[y] for p in pts],
-                   color=line.get_color(), alpha=0.4)
-        _label_points(ax, [p["interactivity"] for p in pts], [p[y] for p in pts],
-                      [p["load_point"] for p in pts])
-    ax.set(xlabel="Interactivity (tok/s/user, median over requests of 1 / TPOT)",
-           ylabel="Output throughput per GPU (tok/s/GPU)" if per_gpu
-           else "Output throughput (tok/s, all GPUs: GPU count unknown)")
+        (line,) = ax.plot(
+            [p["interactivity"] for p in pareto(pts, y=y)],
+            [p[y] for p in pareto(pts, y=y)],
+            marker="o",
+            label=engine,
+            color=colors[engine],
+        )
+        ax.scatter([p["interactivity"] for p in pts], [p[y] for p in pts], color=line.get_color(), alpha=0.4)
+        _label_points(ax, [p["interactivity"] for p in pts], [p[y] for p in pts], [p["load_point"] for p in pts])
+    ax.set(
+        xlabel="Interactivity (tok/s/user, median over requests of 1 / TPOT)",
+        ylabel="Output throughput per GPU (tok/s/GPU)"
+        if per_gpu
+        else "Output throughput (tok/s, all GPUs: GPU count unknown)",
+    )
     ax.margins(0.12)
     ax.grid(alpha=0.3)
     ax.legend(title="engine (line: Pareto frontier)")
@@ -133,14 +137,18 @@ def plot_cdf(data: dict[str, list[float]], run: Run, path: Path):
             ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post")
             if xs[0] > 0 and xs[-1] / xs[0] > 100:
                 ax.set_xscale("log")  # a few long stalls would squash the body of the curve
-        ax.set(xlabel=f"{name} (ms{', log scale' if ax.get_xscale() == 'log' else ''})",
-               ylabel="Fraction of " + ("requests" if key == "ttft_ms" else "gaps"),
-               title=f"{name} CDF ({len(xs)} values)", ylim=(0, 1.02))
+        ax.set(
+            xlabel=f"{name} (ms{', log scale' if ax.get_xscale() == 'log' else ''})",
+            ylabel="Fraction of " + ("requests" if key == "ttft_ms" else "gaps"),
+            title=f"{name} CDF ({len(xs)} values)",
+            ylim=(0, 1.02),
+        )
         for q in (0.5, 0.99):  # guides to read p50 and p99 off the curve
             ax.axhline(q, color="grey", linestyle=":", linewidth=1)
         ax.grid(alpha=0.3)
-    fig.suptitle(_title([run], f"TTFT and ITL CDFs: engine {run.engine}, scenario "
-                               f"{run.scenario}, load {run.load_point}"))
+    fig.suptitle(
+        _title([run], f"TTFT and ITL CDFs: engine {run.engine}, scenario {run.scenario}, load {run.load_point}")
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -159,8 +167,10 @@ def main(args) -> int:
         raise UserError(f"{args.tree} is not a folder; give the results tree, e.g. results/.")
     runs = find_runs(tree)
     if not runs:
-        raise UserError(f"no run folders (summary.json + manifest.json) under {args.tree}; "
-                        "make some with `bench run`, `just bench` or `bench import`.")
+        raise UserError(
+            f"no run folders (summary.json + manifest.json) under {args.tree}; "
+            "make some with `bench run`, `just bench` or `bench import`."
+        )
     base = Path(args.out).resolve() if args.out else tree
     written: list[Path] = []
     colors = {e: f"C{i % 10}" for i, e in enumerate(sorted({r.engine for r in runs}))}
@@ -176,8 +186,7 @@ def main(args) -> int:
         if (run.path / "requests.jsonl").is_file():
             folder = base / run.path.relative_to(tree)
             folder.mkdir(parents=True, exist_ok=True)
-            plot_cdf(cdf_series(read_records(run.path / "requests.jsonl")), run,
-                     folder / "cdf-ttft-itl.png")
+            plot_cdf(cdf_series(read_records(run.path / "requests.jsonl")), run, folder / "cdf-ttft-itl.png")
             written.append(folder / "cdf-ttft-itl.png")
     for path in written:
         print(f"wrote {path}", file=sys.stderr)

@@ -5,6 +5,7 @@ by campaign, scenario and load point; each group has one row per engine and the 
 engine against the baseline engine: gap % = (engine / baseline - 1) x 100, so a positive gap
 means more throughput (better) or more latency (worse).
 """
+
 from __future__ import annotations
 
 import csv
@@ -41,24 +42,32 @@ for _lat in ("ttft", "tpot", "itl", "e2el"):
     for _stat in ("mean", "p50", "p90", "p95", "p99"):
         METRICS[f"{_lat}_{_stat}"] = (
             f"{_lat.upper()} {_stat} (ms)",
-            [f"{_stat}_{_lat}_ms"] + ([f"median_{_lat}_ms"] if _stat == "p50" else []), False)
+            [f"{_stat}_{_lat}_ms"] + ([f"median_{_lat}_ms"] if _stat == "p50" else []),
+            False,
+        )
 DEFAULT_METRICS = ["output_throughput", "ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99"]
-SIGN = ("gap % = (engine / baseline - 1) x 100: positive tok/s is better, "
-        "positive latency is worse")
+SIGN = "gap % = (engine / baseline - 1) x 100: positive tok/s is better, positive latency is worse"
 
 
 def add_arguments(p) -> None:
     p.add_argument("tree", metavar="RESULTS_TREE", help="Folder searched for run folders.")
-    p.add_argument("--baseline", metavar="ENGINE",
-                   help="Engine label the gaps are measured against; default vllm if present, "
-                        "else the first label alphabetically.")
-    p.add_argument("--metric", nargs="+", choices=list(METRICS), default=DEFAULT_METRICS,
-                   metavar="NAME", help="Columns to show, the first one also as the headline "
-                   f"table; any of {', '.join(METRICS)}.")
+    p.add_argument(
+        "--baseline",
+        metavar="ENGINE",
+        help="Engine label the gaps are measured against; default vllm if present, "
+        "else the first label alphabetically.",
+    )
+    p.add_argument(
+        "--metric",
+        nargs="+",
+        choices=list(METRICS),
+        default=DEFAULT_METRICS,
+        metavar="NAME",
+        help=f"Columns to show, the first one also as the headline table; any of {', '.join(METRICS)}.",
+    )
     p.add_argument("--markdown", metavar="FILE", help="Also write the tables as Markdown here.")
     p.add_argument("--csv", metavar="FILE", help="Also write one CSV row per run here.")
-    p.add_argument("--fmt", default="simple",
-                   help="tabulate table format for the terminal, e.g. simple, github, grid.")
+    p.add_argument("--fmt", default="simple", help="tabulate table format for the terminal, e.g. simple, github, grid.")
 
 
 def _read(path: Path) -> dict:
@@ -82,12 +91,17 @@ def find_runs(tree: str | Path) -> list[Run]:
             scen = f"{wl['input_len']}-{wl['output_len']}"
         else:
             scen = wl.get("dataset") or d.parent.name
-        runs.append(Run(
-            path=d, summary=_read(s), manifest=m,
-            campaign=camp.get("name") or (up[2].name if len(up) > 2 else d.name),
-            engine=server.get("label") or server.get("engine") or (up[1].name if len(up) > 1 else d.name),
-            scenario=camp.get("scenario") or scen,
-            load_point=camp.get("load_point") or d.name))
+        runs.append(
+            Run(
+                path=d,
+                summary=_read(s),
+                manifest=m,
+                campaign=camp.get("name") or (up[2].name if len(up) > 2 else d.name),
+                engine=server.get("label") or server.get("engine") or (up[1].name if len(up) > 1 else d.name),
+                scenario=camp.get("scenario") or scen,
+                load_point=camp.get("load_point") or d.name,
+            )
+        )
     return runs
 
 
@@ -133,9 +147,14 @@ def compare(runs: list[Run], baseline: str, metrics: list[str]) -> list[dict]:
         group = sorted(groups[key], key=lambda r: (r.engine != baseline, r.engine))
         base = next((r for r in group if r.engine == baseline), None)
         for r in group:
-            row = {"campaign": r.campaign, "scenario": r.scenario, "load_point": r.load_point,
-                   "engine": r.engine, "baseline": baseline,
-                   "model": (r.manifest.get("server") or {}).get("model")}
+            row = {
+                "campaign": r.campaign,
+                "scenario": r.scenario,
+                "load_point": r.load_point,
+                "engine": r.engine,
+                "baseline": baseline,
+                "model": (r.manifest.get("server") or {}).get("model"),
+            }
             for m in metrics:
                 row[m] = value(r.summary, m)
                 row[f"{m}_gap_pct"] = gap(row[m], value(base.summary, m) if base else None)
@@ -152,8 +171,10 @@ def _cell(v: float | None, g: float | None, is_base: bool) -> str:
 
 def context(runs: list[Run]) -> str:
     """Model, hardware and date of a set of runs, from their manifests."""
+
     def distinct(values):
         return ", ".join(sorted({str(v) for v in values if v})) or "unknown"
+
     hw = []
     for r in runs:
         gpus, n = r.manifest.get("gpus") or [], r.manifest.get("gpu_count")
@@ -164,9 +185,11 @@ def context(runs: list[Run]) -> str:
         elif any(h in (r.manifest.get("server") or {}).get("base_url", "") for h in ("127.0.0.1", "localhost")):
             # a server on the client's own host without GPUs: the CPU engine
             hw.append(f"CPU {(r.manifest.get('client') or {}).get('cpu', 'unknown')}")
-    return (f"model {distinct((r.manifest.get('server') or {}).get('model') for r in runs)}, "
-            f"hardware {distinct(hw)}, "
-            f"date {distinct((r.manifest.get('started') or '')[:10] for r in runs)}")
+    return (
+        f"model {distinct((r.manifest.get('server') or {}).get('model') for r in runs)}, "
+        f"hardware {distinct(hw)}, "
+        f"date {distinct((r.manifest.get('started') or '')[:10] for r in runs)}"
+    )
 
 
 def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: bool) -> str:
@@ -184,21 +207,45 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
         for r in crows:
             wide.setdefault((r["scenario"], r["load_point"]), {})[r["engine"]] = r
         cols = ["Scenario", "Load"] + engines + [f"{e} vs {base}" for e in engines if e != base]
-        body = [[s, lp] + [_cell(by[e][head], None, True) if e in by else "-" for e in engines]
-                + [f"{by[e][head + '_gap_pct']:+.1f}%" if e in by and
-                   by[e][head + "_gap_pct"] is not None else "-" for e in engines if e != base]
-                for (s, lp), by in wide.items()]
+        body = [
+            [s, lp]
+            + [_cell(by[e][head], None, True) if e in by else "-" for e in engines]
+            + [
+                f"{by[e][head + '_gap_pct']:+.1f}%" if e in by and by[e][head + "_gap_pct"] is not None else "-"
+                for e in engines
+                if e != base
+            ]
+            for (s, lp), by in wide.items()
+        ]
         out.append(f"{METRICS[head][0]} by engine; {SIGN}.\n")
-        out.append(tabulate(body, headers=cols, tablefmt=fmt, disable_numparse=True,
-                            colalign=("left", "left") + ("right",) * (len(cols) - 2)) + "\n")
+        out.append(
+            tabulate(
+                body,
+                headers=cols,
+                tablefmt=fmt,
+                disable_numparse=True,
+                colalign=("left", "left") + ("right",) * (len(cols) - 2),
+            )
+            + "\n"
+        )
         # Detail: one row per engine and group, every chosen metric with its gap.
         cols = ["Scenario", "Load", "Engine"] + [METRICS[m][0] for m in metrics]
-        body = [[r["scenario"], r["load_point"], r["engine"]]
-                + [_cell(r[m], r[f"{m}_gap_pct"], r["engine"] == base) for m in metrics]
-                for r in crows]
+        body = [
+            [r["scenario"], r["load_point"], r["engine"]]
+            + [_cell(r[m], r[f"{m}_gap_pct"], r["engine"] == base) for m in metrics]
+            for r in crows
+        ]
         out.append(f"Per engine, baseline {base}; (gap %) as above.\n")
-        out.append(tabulate(body, headers=cols, tablefmt=fmt, disable_numparse=True,
-                            colalign=("left",) * 3 + ("right",) * len(metrics)) + "\n")
+        out.append(
+            tabulate(
+                body,
+                headers=cols,
+                tablefmt=fmt,
+                disable_numparse=True,
+                colalign=("left",) * 3 + ("right",) * len(metrics),
+            )
+            + "\n"
+        )
     return "\n".join(out)
 
 
@@ -211,14 +258,15 @@ def main(args) -> int:
         raise UserError(f"{args.tree} is not a folder; give the results tree, e.g. results/.")
     runs = find_runs(args.tree)
     if not runs:
-        raise UserError(f"no run folders (summary.json + manifest.json) under {args.tree}; "
-                        "make some with `bench run`, `just bench` or `bench import`.")
+        raise UserError(
+            f"no run folders (summary.json + manifest.json) under {args.tree}; "
+            "make some with `bench run`, `just bench` or `bench import`."
+        )
     baseline = pick_baseline(runs, args.baseline)
     rows = compare(runs, baseline, args.metric)
     print(tables(runs, rows, args.metric, args.fmt, md=False))
     if args.markdown:
-        Path(args.markdown).write_text(tables(runs, rows, args.metric, "github", md=True),
-                                       encoding="utf-8")
+        Path(args.markdown).write_text(tables(runs, rows, args.metric, "github", md=True), encoding="utf-8")
         print(f"wrote {args.markdown}", file=sys.stderr)
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as f:

@@ -5,6 +5,7 @@ keys other than `description` are defaults for every [[scenario]] table. Each sc
 to load points: its concurrency list (closed loop), then its rates (open loop, capped by
 max_concurrency), each with max(num_prompts, prompts_per_concurrency x concurrency) requests.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -39,7 +40,7 @@ class Scenario:
 @dataclass
 class Point:
     scenario: Scenario
-    name: str                  # load-point folder name: c8, r10, r10-c64
+    name: str  # load-point folder name: c8, r10, r10-c64
     concurrency: int | None
     rate: float | None
     num_prompts: int
@@ -81,8 +82,9 @@ def _number(v) -> bool:
 def _scenario(raw: dict, where: str) -> Scenario:
     known = set(Scenario.__dataclass_fields__)
     if set(raw) - known:
-        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(set(raw) - known))}; "
-                        f"known keys: {', '.join(sorted(known))}")
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(sorted(set(raw) - known))}; known keys: {', '.join(sorted(known))}"
+        )
     if not isinstance(raw.get("name"), str) or not NAME.fullmatch(raw["name"]):
         raise UserError(f"{where}: needs a name made of letters, digits, '.', '_' or '-'")
     s = Scenario(**raw)
@@ -109,9 +111,17 @@ def points(s: Scenario, folder: Path) -> list[Point]:
     from bench.instrument.schedule import load_point_name
 
     loads = [(c, None) for c in s.concurrency] + [(s.max_concurrency, float(r)) for r in s.rates]
-    return [Point(s, load_point_name(c, r), c, r,
-                  max(s.num_prompts, math.ceil(s.prompts_per_concurrency * (c or 0))),
-                  folder / s.name / load_point_name(c, r)) for c, r in loads]
+    return [
+        Point(
+            s,
+            load_point_name(c, r),
+            c,
+            r,
+            max(s.num_prompts, math.ceil(s.prompts_per_concurrency * (c or 0))),
+            folder / s.name / load_point_name(c, r),
+        )
+        for c, r in loads
+    ]
 
 
 def skip_reason(s: Scenario, skips: list[str], engines: list[str], max_len: int | None) -> str | None:
@@ -121,4 +131,3 @@ def skip_reason(s: Scenario, skips: list[str], engines: list[str], max_len: int 
         return f"the scenario's skip list has {hit!r}"
     need = (s.input_len + s.output_len) * (1 + s.range_ratio) if s.input_len and s.output_len else 0
     return f"needs {need:.0f} tokens, the model allows {max_len}" if max_len and need > max_len else None
-

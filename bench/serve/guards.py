@@ -6,6 +6,7 @@ sentence saying what is wrong and how to fix it, or None. The command line entry
 prints every refusal and warning on stderr and exits 2 if anything was refused, before anything
 heavy starts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ def option_values(argv: list[str], *names: str) -> list[str]:
             if arg == name and i + 1 < len(argv):
                 out.append(argv[i + 1])
             elif arg.startswith(name + "="):
-                out.append(arg[len(name) + 1:])
+                out.append(arg[len(name) + 1 :])
     return out
 
 
@@ -59,21 +60,25 @@ def wants_dummy_weights(argv: list[str], options_texts: list[str] = ()) -> bool:
     return any(re.search(r"^\s*load_format:\s*['\"]?dummy\b", text, re.I | re.M) for text in options_texts)
 
 
-def dummy_weights_error(argv: list[str], config: dict | None, model: str,
-                        options_texts: list[str] = ()) -> str | None:
+def dummy_weights_error(argv: list[str], config: dict | None, model: str, options_texts: list[str] = ()) -> str | None:
     if not wants_dummy_weights(argv, options_texts) or config is None or not declares_experts(config):
         return None
-    return (f"{model} is a mixture-of-experts model, and dummy weights route its tokens to experts unlike "
-            f"real ones, so throughput looks better than it is: serve the real weights (drop "
-            f"--load-format dummy) or use a dense model")
+    return (
+        f"{model} is a mixture-of-experts model, and dummy weights route its tokens to experts unlike "
+        f"real ones, so throughput looks better than it is: serve the real weights (drop "
+        f"--load-format dummy) or use a dense model"
+    )
 
 
-def dummy_weights_unknown(argv: list[str], config: dict | None, model: str,
-                          options_texts: list[str] = ()) -> str | None:
+def dummy_weights_unknown(
+    argv: list[str], config: dict | None, model: str, options_texts: list[str] = ()
+) -> str | None:
     if not wants_dummy_weights(argv, options_texts) or config is not None:
         return None
-    return (f"dummy weights with {model}, whose config.json cannot be read here: make sure it is a dense "
-            f"model, since dummy weights make mixture-of-experts throughput look better than it is")
+    return (
+        f"dummy weights with {model}, whose config.json cannot be read here: make sure it is a dense "
+        f"model, since dummy weights make mixture-of-experts throughput look better than it is"
+    )
 
 
 def dp_attention_size(argv: list[str]) -> int:
@@ -93,8 +98,10 @@ def dp_attention_size(argv: list[str]) -> int:
 def compile_with_dp_attention_error(argv: list[str]) -> str | None:
     if "--enable-torch-compile" not in argv or dp_attention_size(argv) <= 1:
         return None
-    return ("SGLang's --enable-torch-compile does not work together with DP attention: use `just "
-            "sgl-serve-compile` (torch compile + EP) or `just sgl-serve-dp` (DP attention + EP, no compile)")
+    return (
+        "SGLang's --enable-torch-compile does not work together with DP attention: use `just "
+        "sgl-serve-compile` (torch compile + EP) or `just sgl-serve-dp` (DP attention + EP, no compile)"
+    )
 
 
 def deepgemm_cache_warning(cache_dir: Path) -> str | None:
@@ -105,10 +112,12 @@ def deepgemm_cache_warning(cache_dir: Path) -> str | None:
         empty = True
     if not empty:
         return None
-    return (f"the DeepGEMM cache {cache_dir} is empty or missing: SGLang compiles its kernels on first use and the "
-            f"first sweep runs at about half speed; precompile once with `python3 -m "
-            f"sglang.compile_deep_gemm --model-path MODEL --tp-size 8 --trust-remote-code` in the same venv "
-            f"or container, or run a warm-up sweep and discard it")
+    return (
+        f"the DeepGEMM cache {cache_dir} is empty or missing: SGLang compiles its kernels on first use and the "
+        f"first sweep runs at about half speed; precompile once with `python3 -m "
+        f"sglang.compile_deep_gemm --model-path MODEL --tp-size 8 --trust-remote-code` in the same venv "
+        f"or container, or run a warm-up sweep and discard it"
+    )
 
 
 def options_texts(argv: list[str]) -> list[str]:
@@ -121,13 +130,13 @@ def options_texts(argv: list[str]) -> list[str]:
     return texts
 
 
-def check(engine: str, model: str, argv: list[str], deepgemm_cache: Path | None = None
-          ) -> tuple[list[str], list[str]]:
+def check(engine: str, model: str, argv: list[str], deepgemm_cache: Path | None = None) -> tuple[list[str], list[str]]:
     """(refusals, warnings) for one serve command."""
     config = read_model_config(model)
     texts = options_texts(argv)
-    refusals = [m for m in (dummy_weights_error(argv, config, model, texts),
-                            compile_with_dp_attention_error(argv)) if m]
+    refusals = [
+        m for m in (dummy_weights_error(argv, config, model, texts), compile_with_dp_attention_error(argv)) if m
+    ]
     warnings = [m for m in (dummy_weights_unknown(argv, config, model, texts),) if m]
     if engine == "sglang" and deepgemm_cache is not None:
         warnings += [m for m in (deepgemm_cache_warning(deepgemm_cache),) if m]
@@ -135,8 +144,9 @@ def check(engine: str, model: str, argv: list[str], deepgemm_cache: Path | None 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.serve.guards", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.serve.guards", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--engine", required=True, help="Engine the command starts: vllm, sglang or trtllm.")
     p.add_argument("--model", required=True, help="Model path the command serves; its config.json is read.")
     p.add_argument("--deepgemm-cache", type=Path, help="SGLang's DeepGEMM cache folder, to warn when empty.")

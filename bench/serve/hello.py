@@ -3,6 +3,7 @@
 A smoke test by hand (`just cpu-hello`): proves the server answers streamed requests and
 reports usage, before any benchmark is run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,13 @@ import openai
 
 
 def stream_once(client: openai.OpenAI, model: str, api: str, max_tokens: int) -> tuple[str, object]:
-    common = dict(model=model, max_tokens=max_tokens, stream=True,
-                  stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+    common = dict(
+        model=model,
+        max_tokens=max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
     if api == "chat":
         stream = client.chat.completions.create(messages=[{"role": "user", "content": "Hello!"}], **common)
     else:

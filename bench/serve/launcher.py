@@ -4,6 +4,7 @@ Used by the CPU engine recipes and the test fixtures. State lives in `.run/<name
 `.run/<name>.log` under the project folder, so a stop finds exactly the process it started
 (never a `pkill` by name) and a second start says the server is already up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start(name: str, command: list[str], host: str, port: int, timeout: float,
-          ready_path: str = "/health") -> int:
+def start(name: str, command: list[str], host: str, port: int, timeout: float, ready_path: str = "/health") -> int:
     """Launch `command` detached, wait until http://host:port<ready_path> answers 200."""
     pid = running_pid(name)
     if pid is not None:
@@ -91,16 +91,24 @@ def start(name: str, command: list[str], host: str, port: int, timeout: float,
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     print("+ " + shlex.join(command), file=sys.stderr, flush=True)
     with open(log_file(name), "ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=_raise_fd_limit)
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_raise_fd_limit,
+        )
     pid_file(name).write_text(f"{proc.pid}\n")
     url = f"http://{host}:{port}{ready_path}"
     deadline = time.monotonic() + timeout
     while not _answers(url):
         if proc.poll() is not None:
             pid_file(name).unlink(missing_ok=True)
-            raise LaunchError(f"{name} exited during start-up with status {proc.returncode}; "
-                              f"its log is {log_file(name)}:\n{_tail(log_file(name))}")
+            raise LaunchError(
+                f"{name} exited during start-up with status {proc.returncode}; "
+                f"its log is {log_file(name)}:\n{_tail(log_file(name))}"
+            )
         if time.monotonic() > deadline:
             stop(name)
             raise LaunchError(f"{name} did not answer {url} within {timeout:.0f} s; see {log_file(name)}")
@@ -168,9 +176,18 @@ def main(argv: list[str] | None = None) -> int:
             pid = start(args.name, command, args.host, args.port, args.timeout, args.ready_path)
             if args.engine:
                 from bench.serve import serverinfo
+
                 # with the pid, a record outlives its server by nothing: read() forgets it
-                serverinfo.write(port=args.port, engine=args.engine, label=args.label or args.engine,
-                                 version=args.version, model=None, gpus=0, command=shlex.join(command), pid=pid)
+                serverinfo.write(
+                    port=args.port,
+                    engine=args.engine,
+                    label=args.label or args.engine,
+                    version=args.version,
+                    model=None,
+                    gpus=0,
+                    command=shlex.join(command),
+                    pid=pid,
+                )
         else:
             stop(args.name)
     except LaunchError as e:

@@ -5,6 +5,7 @@ A serve recipe (scripts/*.just) calls, just before it execs the engine:
 and `bench run` calls read(port) to put the engine, label and exact command in manifest["server"].
 `python -m bench.serve.serverinfo format -- CMD...` prints a command as one copy-pasteable shell line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ import json
 import os
 import shlex
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.errors import UserError
@@ -23,12 +24,28 @@ def path(port: int) -> Path:
     return RUN_DIR / f"serve-{int(port)}.json"
 
 
-def write(*, port: int, engine: str, label: str, version: str | None, model: str | None,
-          gpus: int | None, command: str, pid: int | None = None) -> Path:
+def write(
+    *,
+    port: int,
+    engine: str,
+    label: str,
+    version: str | None,
+    model: str | None,
+    gpus: int | None,
+    command: str,
+    pid: int | None = None,
+) -> Path:
     """Record a started server. `pid` is the server's process: read() forgets the record once it is gone."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    info = {"engine": engine, "label": label, "version": version, "command": command, "model": model,
-            "gpus": gpus, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    info = {
+        "engine": engine,
+        "label": label,
+        "version": version,
+        "command": command,
+        "model": model,
+        "gpus": gpus,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     if pid is not None:
         info["pid"] = pid
     out = path(port)
@@ -74,8 +91,11 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.serve.serverinfo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.serve.serverinfo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="action", required=True)
     w = sub.add_parser("write", help="Record the server command a recipe is about to exec.")
     w.add_argument("--port", type=int, required=True, help="Port the server listens on; names the record.")
@@ -84,8 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--version", help="Engine version (or source commit) the command runs.")
     w.add_argument("--model", help="Model path or name being served.")
     w.add_argument("--gpus", type=int, help="GPUs the server uses in all, for per-GPU throughput.")
-    w.add_argument("--pid", type=int, default=os.getppid(),
-                   help="Server process id; defaults to the calling shell, which then execs the server.")
+    w.add_argument(
+        "--pid",
+        type=int,
+        default=os.getppid(),
+        help="Server process id; defaults to the calling shell, which then execs the server.",
+    )
     w.add_argument("command", nargs=argparse.REMAINDER, help="The server command, after --.")
     f = sub.add_parser("format", help="Print a command as one shell line, quoted where needed.")
     f.add_argument("command", nargs=argparse.REMAINDER, help="The command, after --.")
@@ -100,9 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "format":
             print(format_command(_command(args)))
         elif args.action == "write":
-            out = write(port=args.port, engine=args.engine, label=args.label, version=args.version,
-                        model=args.model, gpus=args.gpus, command=format_command(_command(args)),
-                        pid=args.pid)
+            out = write(
+                port=args.port,
+                engine=args.engine,
+                label=args.label,
+                version=args.version,
+                model=args.model,
+                gpus=args.gpus,
+                command=format_command(_command(args)),
+                pid=args.pid,
+            )
             print(f"recorded in {out} for bench run", file=sys.stderr)
         else:
             info = read(args.port)
