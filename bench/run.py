@@ -192,7 +192,7 @@ def run_folder(args, label: str) -> Path:
 
 def main(args) -> int:
     from bench.instrument import metrics
-    from bench.serve import serverinfo
+    from bench.instrument import served as serverinfo
 
     if args.concurrency is None and args.rate is None:
         raise UserError("give --concurrency N (closed loop) or --rate R (open loop)")

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench import paths
+from bench.instrument import served
 from bench.serve import serverinfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -387,7 +389,7 @@ def test_print_mode_only_prints(tmp_path):
 
 
 def test_serverinfo_write_then_read(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(serverinfo, "RUN_DIR", tmp_path)
+    monkeypatch.setattr(paths, "RUN_DIR", tmp_path)
     rc = serverinfo.main(
         [
             "write",
@@ -414,21 +416,21 @@ def test_serverinfo_write_then_read(tmp_path, monkeypatch, capsys):
         ]
     )
     assert rc == 0
-    info = serverinfo.read(8123)
+    info = served.read(8123)
     assert info["command"] == """vllm serve /DeepSeek-R1 --speculative-config '{"a": 1}'"""
     assert (info["engine"], info["label"], info["version"], info["gpus"]) == ("vllm", "vllm-tp8", "0.32.0", 8)
-    assert serverinfo.read(8124) is None
+    assert served.read(8124) is None
 
 
 def test_serverinfo_forgets_a_server_that_exited_and_a_broken_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(serverinfo, "RUN_DIR", tmp_path)
+    monkeypatch.setattr(paths, "RUN_DIR", tmp_path)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    serverinfo.write(
+    served.write(
         port=8125, engine="sglang", label="s", version="0.5.23", model="/M", gpus=8, command="x", pid=int(gone.stdout)
     )
-    assert serverinfo.read(8125) is None
-    serverinfo.path(8126).write_text("{not json")
-    assert serverinfo.read(8126) is None
+    assert served.read(8125) is None
+    served.path(8126).write_text("{not json")
+    assert served.read(8126) is None
 
 
 def test_serverinfo_format_and_missing_command(capsys):

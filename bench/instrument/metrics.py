@@ -69,18 +69,44 @@ def output_tokens(r: Record) -> int:
     return sum(r.chunk_tokens) if r.chunk_tokens else len(r.chunk_times)
 
 
-def _end(r: Record) -> float:
+# ---- one request: the one definition of each latency (seconds; every other room calls these) ----
+
+
+def end(r: Record) -> float:
+    """When the request completed: its last content chunk, else its first, else its send."""
     for t in (r.last, r.first):
         if t is not None:
             return t
     return r.sent
 
 
-def _tpot(r: Record) -> float | None:
+def ttft(r: Record) -> float:
+    """Time to first token: first content chunk minus send time (for a request that has one)."""
+    return r.first - r.sent
+
+
+def e2el(r: Record) -> float:
+    """End-to-end latency: completion minus send time."""
+    return end(r) - r.sent
+
+
+def tpot(r: Record) -> float | None:
+    """Time per output token after the first; None with fewer than two tokens or no chunk."""
     n = output_tokens(r)
     if r.first is None or n <= 1:
         return None
-    return (_end(r) - r.first) / (n - 1)
+    return (end(r) - r.first) / (n - 1)
+
+
+def timed_requests(records: Iterable[Record]) -> list[Record]:
+    """The records latencies are taken over: measured (not warm-up), successful, with a content chunk."""
+    return [r for r in records if not r.warmup and r.ok and r.first is not None]
+
+
+def chunk_gaps(r: Record) -> list[float]:
+    """The gaps between consecutive content chunks (the ITL values of one request)."""
+    t = r.chunk_times
+    return [b - a for a, b in zip(t, t[1:])]
 
 
 def summarise(
@@ -98,7 +124,7 @@ def summarise(
 
     # Window and totals
     if duration is None:
-        duration = (max(_end(r) for r in recs) - min(r.sent for r in recs)) if recs else 0.0
+        duration = (max(end(r) for r in recs) - min(r.sent for r in recs)) if recs else 0.0
     out_tokens = sum(output_tokens(r) for r in ok)
     in_tokens = sum((r.prompt_tokens if r.prompt_tokens is not None else r.input_len or 0) for r in ok)
 
@@ -118,14 +144,14 @@ def summarise(
     }
 
     # Latencies, as vLLM computes them
-    ttfts = [r.first - r.sent for r in timed]
-    e2els = [_end(r) - r.sent for r in timed]
-    tpots = [t for t in (_tpot(r) for r in timed) if t is not None]
+    ttfts = [ttft(r) for r in timed]
+    e2els = [e2el(r) for r in timed]
+    tpots = [t for t in map(tpot, timed) if t is not None]
     itls: list[float] = []
     token_itls: list[float] = []
     chunks = multi = max_k = no_counts = 0
     for r in timed:
-        gaps = [b - a for a, b in zip(r.chunk_times, r.chunk_times[1:])]
+        gaps = chunk_gaps(r)
         itls += gaps
         chunks += len(r.chunk_times)
         if len(r.chunk_tokens) != len(r.chunk_times):
@@ -159,7 +185,7 @@ def summarise(
 
     # Client honesty: latencies from the schedule, and how late sends were
     s.update(_stats("ttft_from_scheduled", [r.first - r.scheduled for r in timed]))
-    s.update(_stats("e2el_from_scheduled", [_end(r) - r.scheduled for r in timed]))
+    s.update(_stats("e2el_from_scheduled", [end(r) - r.scheduled for r in timed]))
     lags = [r.sent - r.scheduled for r in recs]
     s.update(_stats("send_lag", lags))
     s["max_send_lag_ms"] = max(lags) * 1000 if lags else None
@@ -189,7 +215,7 @@ def _goodput(timed: list[Record], slo: dict, per_s) -> dict:
         raise UserError(f"unknown SLO name {', '.join(bad)}: use ttft, tpot or e2el (in ms).")
     good = 0
     for r in timed:
-        value = {"ttft": r.first - r.sent, "tpot": _tpot(r) or 0.0, "e2el": _end(r) - r.sent}
+        value = {"ttft": ttft(r), "tpot": tpot(r) or 0.0, "e2el": e2el(r)}
         good += all(value[k] * 1000 <= float(v) for k, v in slo.items())
     return {"request_goodput": per_s(good), "goodput_slo_ms": dict(slo), "good_requests": good}
 

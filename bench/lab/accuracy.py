@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.instrument import metrics
 from bench.instrument.records import read_records
 from bench.paths import TINY_MODEL as TINY_TOKENIZER
 
@@ -36,11 +37,11 @@ def measured_requests(log: dict[str, dict]) -> dict[str, np.ndarray]:
 
 def latencies_from_run(run_dir: Path) -> dict[str, np.ndarray]:
     """What `bench run` measured (ms), measured requests that succeeded."""
-    recs = [r for r in read_records(run_dir / "requests.jsonl") if r.ok and not r.warmup]
+    recs = metrics.timed_requests(read_records(run_dir / "requests.jsonl"))
     return {
-        "ttft": np.array([r.first - r.sent for r in recs]) * 1e3,
-        "itl": np.array([g for r in recs for g in np.diff(r.chunk_times)]) * 1e3,
-        "e2el": np.array([r.last - r.sent for r in recs]) * 1e3,
+        "ttft": np.array([metrics.ttft(r) for r in recs]) * 1e3,
+        "itl": np.array([g for r in recs for g in metrics.chunk_gaps(r)]) * 1e3,
+        "e2el": np.array([metrics.e2el(r) for r in recs]) * 1e3,
     }
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench.instrument import metrics
+from bench.instrument.records import read_records
 from bench.lab import accuracy
 from bench.lab.calibration import read_log, send_lag_stats, start_server, stop_server
 
@@ -241,8 +243,6 @@ def calibration_row(client: str, concurrency: int, n: int, work: Path, run: int 
 def _late_chunks(out: Path, entries: dict[str, dict]) -> int:
     """Chunks our client stamped more than 1 ms after the server sent them, matched one by one
     (a stamp shared by two chunks read together shows here first)."""
-    from bench.instrument.records import read_records
-
     t0 = json.loads((out / "manifest.json").read_text())["clock"]["t0_perf_counter"]
     sent = {int(rid.rsplit("-", 1)[1]): e["sent"] for rid, e in entries.items() if rid.startswith("bench-")}
     late = 0
@@ -370,17 +370,15 @@ def together_rows(base: str, c: int, n: int, work: Path) -> list[dict]:
 
 
 def _our_requests(path: Path, t0: float) -> list[dict]:
-    from bench.instrument.records import read_records
-
     out = []
-    for r in read_records(path):
-        if r.ok and not r.warmup and r.first is not None and r.completion_tokens and r.completion_tokens > 1:
+    for r in metrics.timed_requests(read_records(path)):
+        if (tpot := metrics.tpot(r)) is not None:
             out.append(
                 {
                     "start": t0 + r.sent,
-                    "end": t0 + r.last,
-                    "ttft": r.first - r.sent,
-                    "tpot": (r.last - r.first) / (r.completion_tokens - 1),
+                    "end": t0 + metrics.end(r),
+                    "ttft": metrics.ttft(r),
+                    "tpot": tpot,
                     "chunks": np.asarray(r.chunk_times) + t0,
                 }
             )

@@ -205,7 +205,7 @@ def engine_names(args) -> list[str]:
     """[label, engine]: --label or the serve recipe's record of this port, which also names the engine."""
     from urllib.parse import urlsplit
 
-    from bench.serve import serverinfo
+    from bench.instrument import served as serverinfo
 
     port = urlsplit(args.base_url).port
     served = (serverinfo.read(port) if port else None) or {}

@@ -175,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise LaunchError("no server command given after --")
             pid = start(args.name, command, args.host, args.port, args.timeout, args.ready_path)
             if args.engine:
-                from bench.serve import serverinfo
+                from bench.instrument import served
 
                 # with the pid, a record outlives its server by nothing: read() forgets it
-                serverinfo.write(
+                served.write(
                     port=args.port,
                     engine=args.engine,
                     label=args.label or args.engine,

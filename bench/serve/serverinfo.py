@@ -13,70 +13,9 @@ import json
 import os
 import shlex
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
 
 from bench.errors import UserError
-from bench.paths import RUN_DIR
-
-
-def path(port: int) -> Path:
-    return RUN_DIR / f"serve-{int(port)}.json"
-
-
-def write(
-    *,
-    port: int,
-    engine: str,
-    label: str,
-    version: str | None,
-    model: str | None,
-    gpus: int | None,
-    command: str,
-    pid: int | None = None,
-) -> Path:
-    """Record a started server. `pid` is the server's process: read() forgets the record once it is gone."""
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    info = {
-        "engine": engine,
-        "label": label,
-        "version": version,
-        "command": command,
-        "model": model,
-        "gpus": gpus,
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    if pid is not None:
-        info["pid"] = pid
-    out = path(port)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(out)  # a reader never sees half a file
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def read(port: int) -> dict | None:
-    """The record for `port`, or None when there is none, it is unreadable, or its server has exited."""
-    try:
-        info = json.loads(path(port).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict):
-        return None
-    # A record whose server process is gone describes some earlier server, not the one on the port now.
-    if isinstance(info.get("pid"), int) and not _alive(info["pid"]):
-        return None
-    return info
+from bench.instrument.served import read, write
 
 
 def format_command(argv: list[str]) -> str:
