@@ -1,4 +1,4 @@
-"""bench import / report / plot on the published vLLM result files in ../shared/fixtures."""
+"""bench import / report / plot on the published vLLM result files in tests/data/."""
 
 import argparse
 import csv
@@ -11,15 +11,12 @@ from bench.cli import main
 from bench.instrument.records import read_records
 from bench.results import importer, plot, report
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vllm-bench-results"
+FIXTURES = Path(__file__).resolve().parent / "data" / "vllm-bench-results"
 DGX = FIXTURES / "dgx-h200-2025-04-16"
 NEBIUS = FIXTURES / "nebius-h200-2025-04-18"
 REL = 1e-4  # 0.01 %
 if not DGX.is_dir():  # fail loudly: an empty parameter list would only skip the import tests
-    raise RuntimeError(
-        f"the vLLM result fixtures are missing: expected {FIXTURES}, the project's "
-        "shared/fixtures/ folder beside this clone"
-    )
+    raise RuntimeError(f"the vLLM result files are missing: expected {FIXTURES}, which the repository holds")
 
 
 def rel_close(a, b):
