@@ -1,4 +1,8 @@
-"""`bench` command line: one sub-command per module, each with add_arguments() and main()."""
+"""`bench` command line: one sub-command per module, each with add_arguments() and main().
+
+The only place that knows every sub-command; each command module sits on top of the wings
+(bench.run on the instrument, the others in results) and is imported only when it is asked for.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import importlib
 import sys
 
 from bench import __version__
-from bench.errors import UserError
+from bench.errors import exit_status
 
 # name -> (module, one-line help). Each module is imported only when its command is built.
 SUBCOMMANDS = {
@@ -38,14 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     only = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     args = build_parser(only).parse_args(argv)
     args.argv = ["bench", *argv]  # what was asked, for the manifest (also when called in-process)
-    try:
-        return int(args._main(args) or 0)
-    except UserError as e:
-        print(f"bench {args.command}: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"bench {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return exit_status(f"bench {args.command}", lambda: args._main(args))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from bench.instrument.kernel_clock import (
 )
 from bench.instrument.reader import ResponseReader
 from bench.instrument.records import Record
+from bench.instrument.transport import TokenCounter
 
 READ_SIZE = 1 << 12
 # Under load the poller rests NAP between polls; chunks are stamped by the kernel meanwhile,
@@ -186,9 +187,8 @@ class _Connection:
 
     def _lost(self) -> None:
         self.close()
-        reader = self.reader
-        if reader is not None and reader.general is not None and reader.general.until_close:
-            reader.general.finished = True  # a body delimited by the connection's end
+        if self.reader is not None:
+            self.reader.connection_closed()
         self._end(self.ending)  # the parse decides whether the response was complete
 
     def close(self) -> None:
@@ -201,23 +201,20 @@ class _Connection:
 def _take(conn) -> tuple[ResponseReader, bool]:
     """The connection's response reader, and whether it can carry another request."""
     reader, conn.reader, conn.done = conn.reader, None, None
-    keep = reader.general.keep_alive if reader.general is not None else reader.keep_alive
-    return reader, keep and not conn.closed
+    return reader, reader.keeps_alive and not conn.closed
 
 
 class RawTransport:
-    """Streams completions over a pool of keep-alive connections to one server."""
+    """The Transport protocol (bench.instrument.transport) over a pool of keep-alive connections
+    to one server."""
 
-    name = "raw"
-    count = None  # tokenizer-based counter for chunks without per-chunk usage (set by the runner)
-
-    def __init__(self, base_url: str, api: str, headers: dict[str, str]):
+    def __init__(self, base_url: str, api: str, headers: dict[str, str], count: TokenCounter | None = None):
         url = urlsplit(base_url.rstrip("/"))
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.ssl = ssl.create_default_context() if url.scheme == "https" else None
         self.path = f"{url.path}/{'chat/completions' if api == 'chat' else 'completions'}"
-        self.api = api
+        self.api, self.count = api, count
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self._head = (
             f"POST {self.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"

@@ -10,16 +10,16 @@ from time import perf_counter
 
 from bench.instrument.records import Record
 from bench.instrument.stream import StreamParser
+from bench.instrument.transport import TokenCounter
 
 
 class OpenAITransport:
-    name = "openai"
-    count = None  # tokenizer-based counter for chunks without per-chunk usage (set by the runner)
+    """The Transport protocol (bench.instrument.transport) over the SDK's streaming calls."""
 
-    def __init__(self, base_url: str, api: str, api_key: str, timeout: float | None):
+    def __init__(self, base_url: str, api: str, api_key: str | None, timeout: float | None, count: TokenCounter):
         import openai
 
-        self.api = api
+        self.api, self.count = api, count
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=timeout)
         self.errors = (openai.APIError,)
 
@@ -27,7 +27,7 @@ class OpenAITransport:
         """The SDK pools connections itself; nothing to open ahead."""
 
     async def send(self, body: dict, request_id: str, rec: Record):
-        """Send one request; return (end time, a function that fills `rec`), as RawTransport."""
+        """Send one request; (end time, fill), as the Transport protocol says."""
         body = dict(body)
         known = {"model", "prompt", "messages", "max_tokens", "stream", "stream_options", "temperature"}
         extra = {k: body.pop(k) for k in list(body) if k not in known}
@@ -36,16 +36,12 @@ class OpenAITransport:
         rec.sent = perf_counter()
         try:
             stream = await create(**body, extra_body=extra, extra_headers={"X-Request-Id": request_id})
-            parser.status = 200
+            parser.stream_opened()
             async for chunk in stream:
                 parser.event(chunk.model_dump(exclude_unset=True), perf_counter())
-            parser.finished = True
+            parser.stream_ended()
         except self.errors as e:
-            parser.status = getattr(e, "status_code", 0) or 0
-            parser.finished = True
-            parser._fail(
-                "http_4xx" if 400 <= parser.status < 500 else "http_5xx" if parser.status else "connection", str(e)
-            )
+            parser.refused(getattr(e, "status_code", 0) or 0, str(e))
         end = perf_counter()
         return end, lambda: parser.fill(rec, self.count)
 

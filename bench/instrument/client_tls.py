@@ -56,8 +56,8 @@ class TlsConnection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
-        if self.reader is not None and self.reader.general is not None and self.reader.general.until_close:
-            self.reader.general.finished = True  # a body delimited by the connection's end
+        if self.reader is not None:
+            self.reader.connection_closed()
         self._end(None)  # the parse decides whether the response was complete
 
     def close(self) -> None:

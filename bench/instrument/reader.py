@@ -108,19 +108,25 @@ class ResponseReader:
 
     def _parser(self, finished: bool) -> StreamParser:
         """A general parser holding what was counted so far, positioned after the last read."""
-        p = StreamParser(self.api)
-        p.status, p.head_done, p.chunked, p.finished = 200, True, True, finished
-        p.times, p.tokens, p.texts = self.times, self.tokens, [""] * len(self.times)
-        p.seen_tokens = self.seen
+        usage = None
         if self.last:
-            p.completion_tokens = self.seen
             found = _PROMPT_TOKENS.findall(self.last)
-            p.prompt_tokens = int(found[-1]) if found else None
-        return p
+            usage = (self.seen, int(found[-1]) if found else None)
+        return StreamParser.resume(self.api, self.times, self.tokens, usage, finished)
 
     def _general(self, data: bytes, t: float) -> bool:
         self.general.feed(data, t)
         return self.general.finished
+
+    def connection_closed(self) -> None:
+        """The connection ended: a body delimited by the connection's end is complete with it."""
+        if self.general is not None:
+            self.general.connection_closed()
+
+    @property
+    def keeps_alive(self) -> bool:
+        """Whether the server keeps the connection open for another request."""
+        return self.general.keep_alive if self.general is not None else self.keep_alive
 
     def result(self) -> StreamParser:
         """The parsed response (complete or not: fill() says which)."""

@@ -35,6 +35,40 @@ class StreamParser:
         self.error = ""
         self.error_kind = ""
 
+    @classmethod
+    def resume(
+        cls, api: str, times: list[float], tokens: list[int], usage: tuple[int, int | None] | None, finished: bool
+    ) -> StreamParser:
+        """A parser positioned inside the body of a 200 chunked stream, holding the content chunks
+        counted so far and `usage`, the (completion, prompt) tokens of the last usage seen (None:
+        none yet); the next feed() continues from there."""
+        p = cls(api)
+        p.status, p.head_done, p.chunked, p.finished = 200, True, True, finished
+        p.times, p.tokens, p.texts = times, tokens, [""] * len(times)
+        if usage is not None:
+            p.seen_tokens = p.completion_tokens = usage[0]
+            p.prompt_tokens = usage[1]
+        return p
+
+    def connection_closed(self) -> None:
+        """The connection ended: a body delimited by the connection's end is complete with it."""
+        if self.until_close:
+            self.finished = True
+
+    def stream_opened(self) -> None:
+        """A 200 stream of events already decoded elsewhere (an SDK's) begins: feed them to event()."""
+        self.status = 200
+
+    def stream_ended(self) -> None:
+        """The decoded stream ended normally."""
+        self.finished = True
+
+    def refused(self, status: int, message: str) -> None:
+        """The request failed before or while streaming: an HTTP status (0: no response) and why."""
+        self.status, self.finished = status, True
+        kind = "http_4xx" if 400 <= status < 500 else "http_5xx" if status else "connection"
+        self._fail(kind, message)
+
     # -- HTTP framing ---------------------------------------------------------------------
     def feed(self, data: bytes, t: float) -> None:
         if self.finished:
@@ -139,7 +173,7 @@ class StreamParser:
         """Take one decoded stream chunk (a dict) that arrived at time t."""
         if not isinstance(obj, dict):
             return
-        if obj.get("error") or obj.get("object") == "error" or obj.get("object") == "error":
+        if obj.get("error") or obj.get("object") == "error":
             err = obj.get("error", obj)
             self._fail("stream_error", str(err.get("message", err) if isinstance(err, dict) else err))
             return

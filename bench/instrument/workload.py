@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,15 @@ def load_tokenizer(path: str):
         raise UserError(f"cannot read tokenizer {file}: {e}") from None
 
 
+def token_counter(tokenizer) -> Callable[[str], int]:
+    """Tokens in a text, without special tokens: how chunks without usage are counted."""
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return count
+
+
 @functools.lru_cache(maxsize=4)  # one vocabulary scan per tokenizer: the probe and the workload share it
 def single_token_words(tokenizer) -> tuple[str, ...]:
     """Words (with their leading space) that encode to one token alone and inside a sentence."""
@@ -60,13 +70,10 @@ class RandomPrompts:
     """Exact-length prompts from single-token words; unique from the first token on."""
 
     def __init__(self, tokenizer, seed: int = 0, prefix_len: int = 0):
-        self.tokenizer = tokenizer
+        self.count = token_counter(tokenizer)
         self.words = single_token_words(tokenizer)
         self.rng = random.Random(seed)
         self.prefix = "".join(self.rng.choices(self.words, k=prefix_len))
-
-    def count(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def text(self, index: int, n_tokens: int) -> str:
         """`n_tokens` tokens of text: shared prefix, a pair unique to `index`, random words."""

