@@ -9,7 +9,7 @@ import pytest
 
 from bench.cli import main
 from bench.instrument.records import read_records
-from bench.results import importer, plot, report
+from bench.results import importer, plot, report, runfolder
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "vllm-bench-results"
 DGX = FIXTURES / "dgx-h200-2025-04-16"
@@ -163,7 +163,7 @@ def test_plot_writes_pngs_and_plots_the_right_data(tmp_path, capsys):
     ]
     for f in expected:
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
-    runs = report.find_runs(tmp_path)
+    runs = runfolder.find_runs(tmp_path)
     series = plot.scenario_series(runs)[("dgx-h200-2025-04-16", "30000-100")]
     for engine in ("vllm", "sgl"):
         src = fixture_json(f"{engine}-30000-100.json")
@@ -174,7 +174,7 @@ def test_plot_writes_pngs_and_plots_the_right_data(tmp_path, capsys):
         assert rel_close(p["ttft_p99"], src["p99_ttft_ms"])
         assert rel_close(p["tpot_p50"], src["median_tpot_ms"])
         run = next(r for r in runs if r.engine == engine)
-        cdf = plot.cdf_series(read_records(run.path / "requests.jsonl"))
+        cdf = plot.cdf_series(run.records())
         assert cdf["ttft_ms"] == pytest.approx(sorted(t * 1000 for t in src["ttfts"]))
         assert cdf["itl_ms"] == pytest.approx(sorted(g * 1000 for i in src["itls"] for g in i))
 

@@ -9,7 +9,6 @@ renamed <load-point>.aside-N (never deleted) and measured again.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from bench.errors import UserError
 from bench.paths import RESULTS as DEFAULT_RESULTS
+from bench.results.runfolder import state, summary
 from bench.results.scenarios import (
     NAME,
     Point,
@@ -107,17 +107,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # Run folders
 
 
-def state(out: Path) -> str:
-    """'new', 'done', or why an existing folder must be measured again: 'partial' or 'failed'."""
-    if not out.exists():
-        return "new"
-    try:
-        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "failed"
-    return "partial" if summary.get("partial") else "done" if summary.get("completed") else "failed"
-
-
 def set_aside(out: Path) -> Path:
     n = 1
     while (dest := out.with_name(f"{out.name}.aside-{n}")).exists():
@@ -127,7 +116,7 @@ def set_aside(out: Path) -> Path:
 
 
 def describe(out: Path) -> str:
-    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    s = summary(out)
 
     def ms(metric: str) -> str:
         v = s.get(f"p50_{metric}_ms", s.get(f"median_{metric}_ms"))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench.errors import UserError
-from bench.instrument.records import read_records
-from bench.results.report import Run, context, find_runs, load_key, scenario_key, value
+from bench.instrument import metrics
+from bench.results.report import context, load_key, scenario_key, value
+from bench.results.runfolder import Run, runs_under
 
 LATENCY_PANELS = [
     ("ttft_p50", "TTFT p50 (ms)"),
@@ -62,10 +62,10 @@ def pareto(points: list[dict], x: str = "interactivity", y: str = "throughput_pe
 
 
 def cdf_series(records) -> dict[str, list[float]]:
-    """Sorted per-request TTFTs and pooled ITLs in ms (the CDF's y is rank / count)."""
-    recs = [r for r in records if not r.warmup and r.ok and r.first is not None]
-    itl = [(b - a) * 1000 for r in recs for a, b in zip(r.chunk_times, r.chunk_times[1:])]
-    return {"ttft_ms": sorted((r.first - r.sent) * 1000 for r in recs), "itl_ms": sorted(itl)}
+    """Sorted per-request TTFTs and pooled ITLs in ms (the CDF's y is rank / count), as metrics defines them."""
+    recs = metrics.timed_requests(records)
+    itl = [g * 1000 for r in recs for g in metrics.chunk_gaps(r)]
+    return {"ttft_ms": sorted(metrics.ttft(r) * 1000 for r in recs), "itl_ms": sorted(itl)}
 
 
 def _title(runs: list[Run], what: str) -> str:
@@ -163,14 +163,7 @@ def main(args) -> int:
 
     matplotlib.use("Agg")
     tree = Path(args.tree).resolve()
-    if not tree.is_dir():
-        raise UserError(f"{args.tree} is not a folder; give the results tree, e.g. results/.")
-    runs = find_runs(tree)
-    if not runs:
-        raise UserError(
-            f"no run folders (summary.json + manifest.json) under {args.tree}; "
-            "make some with `bench run`, `just bench` or `bench import`."
-        )
+    runs = runs_under(tree, shown=args.tree)
     base = Path(args.out).resolve() if args.out else tree
     written: list[Path] = []
     colors = {e: f"C{i % 10}" for i, e in enumerate(sorted({r.engine for r in runs}))}
@@ -183,10 +176,10 @@ def main(args) -> int:
             draw(series, group, scenario, path, colors)
             written.append(path)
     for run in runs:
-        if (run.path / "requests.jsonl").is_file():
+        if run.has_records():
             folder = base / run.path.relative_to(tree)
             folder.mkdir(parents=True, exist_ok=True)
-            plot_cdf(cdf_series(read_records(run.path / "requests.jsonl")), run, folder / "cdf-ttft-itl.png")
+            plot_cdf(cdf_series(run.records()), run, folder / "cdf-ttft-itl.png")
             written.append(folder / "cdf-ttft-itl.png")
     for path in written:
         print(f"wrote {path}", file=sys.stderr)

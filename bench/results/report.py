@@ -1,34 +1,22 @@
 """`bench report`: compare engines per scenario and load point, from run folders alone.
 
-Every folder under the tree holding summary.json and manifest.json is one run. Runs are grouped
-by campaign, scenario and load point; each group has one row per engine and the gap of each
-engine against the baseline engine: gap % = (engine / baseline - 1) x 100, so a positive gap
-means more throughput (better) or more latency (worse).
+Every folder under the tree holding summary.json and manifest.json is one run (read by
+bench.results.runfolder). Runs are grouped by campaign, scenario and load point; each group has
+one row per engine and the gap of each engine against the baseline engine:
+gap % = (engine / baseline - 1) x 100, so a positive gap means more throughput (better) or more
+latency (worse).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import UserError
-
-
-@dataclass
-class Run:
-    path: Path
-    campaign: str
-    engine: str
-    scenario: str
-    load_point: str
-    summary: dict
-    manifest: dict
-
+from bench.results.runfolder import Run, runs_under
 
 # name -> (column title, summary keys tried in order, higher is better)
 METRICS: dict[str, tuple[str, list[str], bool]] = {
@@ -68,41 +56,6 @@ def add_arguments(p) -> None:
     p.add_argument("--markdown", metavar="FILE", help="Also write the tables as Markdown here.")
     p.add_argument("--csv", metavar="FILE", help="Also write one CSV row per run here.")
     p.add_argument("--fmt", default="simple", help="tabulate table format for the terminal, e.g. simple, github, grid.")
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path} ({e}); fix or remove that run folder.") from None
-
-
-def find_runs(tree: str | Path) -> list[Run]:
-    """Every run folder under `tree`, labelled as the contract says (manifest first)."""
-    runs = []
-    for s in sorted(Path(tree).rglob("summary.json")):
-        d = s.parent
-        if ".aside-" in d.name or not (d / "manifest.json").is_file():
-            continue  # a campaign sets failed or partial points aside as <load>.aside-N
-        m = _read(d / "manifest.json")
-        server, camp, wl = m.get("server") or {}, m.get("campaign") or {}, m.get("workload") or {}
-        up = list(d.parents)
-        if wl.get("input_len") and wl.get("output_len"):
-            scen = f"{wl['input_len']}-{wl['output_len']}"
-        else:
-            scen = wl.get("dataset") or d.parent.name
-        runs.append(
-            Run(
-                path=d,
-                summary=_read(s),
-                manifest=m,
-                campaign=camp.get("name") or (up[2].name if len(up) > 2 else d.name),
-                engine=server.get("label") or server.get("engine") or (up[1].name if len(up) > 1 else d.name),
-                scenario=camp.get("scenario") or scen,
-                load_point=camp.get("load_point") or d.name,
-            )
-        )
-    return runs
 
 
 def value(summary: dict, metric: str) -> float | None:
@@ -254,14 +207,7 @@ def main(args) -> int:
 
     if args.fmt not in tabulate_formats:
         raise UserError(f"unknown --fmt {args.fmt!r}; use one of: {', '.join(tabulate_formats)}.")
-    if not Path(args.tree).is_dir():
-        raise UserError(f"{args.tree} is not a folder; give the results tree, e.g. results/.")
-    runs = find_runs(args.tree)
-    if not runs:
-        raise UserError(
-            f"no run folders (summary.json + manifest.json) under {args.tree}; "
-            "make some with `bench run`, `just bench` or `bench import`."
-        )
+    runs = runs_under(args.tree)
     baseline = pick_baseline(runs, args.baseline)
     rows = compare(runs, baseline, args.metric)
     print(tables(runs, rows, args.metric, args.fmt, md=False))
