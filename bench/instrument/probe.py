@@ -22,7 +22,6 @@ PROBE_WORDS = 16
 class ServerInfo:
     base_url: str
     model: str
-    models: list[str]
     max_model_len: int | None
     root: str | None  # the model path the server loaded, when it says (vLLM does)
     version: str | None
@@ -64,7 +63,7 @@ def discover(base_url: str, model: str | None, api_key: str | None) -> ServerInf
     if model not in ids:
         raise UserError(f"the server at {base_url} does not serve {model!r}; it serves: {', '.join(ids)}")
     entry = data[ids.index(model)].model_extra or {}
-    return ServerInfo(base_url, model, ids, entry.get("max_model_len"), entry.get("root"), _version(base_url))
+    return ServerInfo(base_url, model, entry.get("max_model_len"), entry.get("root"), _version(base_url))
 
 
 def _version(base_url: str) -> str | None:

@@ -155,8 +155,8 @@ class Runner:
                 ticker.cancel()
                 print(self.progress.line(), file=sys.stderr)
 
-    async def run(self, warmup_prompts: list[Prompt], prompts: list[Prompt], load: Load) -> tuple[float, float]:
-        """Warm up, then measure; returns the measured phase's (start, end) on the perf_counter clock."""
+    async def run(self, warmup_prompts: list[Prompt], prompts: list[Prompt], load: Load) -> None:
+        """Warm up, then measure."""
         if warmup_prompts:
             self.progress = Progress(len(warmup_prompts))
             await self.phase(
@@ -165,9 +165,7 @@ class Runner:
                 warmup=True,
             )
         self.progress = Progress(len(prompts))
-        start = perf_counter()
         await self.phase(prompts, load, warmup=False)
-        return start, perf_counter()
 
     def interrupt(self) -> None:
         """Stop sending; cancel what is in flight (each still leaves its record)."""
