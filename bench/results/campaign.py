@@ -4,11 +4,15 @@ Scenario sets are read by bench.results.scenarios. Each point runs `bench run` i
 memory and event loop) into <results>/<campaign>/<label>/<scenario>/<load-point>/.
 Resume: a point whose summary.json is complete is kept unless --redo; a partial or failed one is
 renamed <load-point>.aside-N (never deleted) and measured again.
+
+Its command line, with the key=value words of the `just bench` spelling and the default campaign
+name they imply, is in bench.results.campaign_cli. With --report the campaign ends, as `just
+report` and `just plot` would, with report.md, report.csv and the plots in its folder; a campaign
+with failed points (exit 1) gets them too.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import signal
@@ -19,7 +23,8 @@ from functools import partial
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.paths import RESULTS as DEFAULT_RESULTS
+from bench.results import campaign_cli, plot, report
+from bench.results.campaign_cli import add_arguments as add_arguments  # bench.cli builds the command from here
 from bench.results.runfolder import state, summary
 from bench.results.scenarios import (
     NAME,
@@ -49,59 +54,6 @@ OWNED = {
     "--range-ratio",
 }
 say = partial(print, flush=True)  # flushed: bench run and the hook write to the same terminal
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "scenarios",
-        metavar="SET",
-        help="Scenario set: a name in recipes/scenarios/ (seed, industry, demo) or a .toml file.",
-    )
-    p.add_argument(
-        "--base-url",
-        default=os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
-        help="OpenAI-compatible base URL of the running server.",
-    )
-    p.add_argument("--model", help="Served model name for every run; default: the first one the server lists.")
-    p.add_argument("--label", help="Engine label, also its results folder, e.g. vllm-tp8; default: the serve recipe's.")
-    p.add_argument("--name", help="Campaign name, its folder under --results; default: the set's name (same resumes).")
-    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="Results root folder ($RESULTS or results/).")
-    p.add_argument("--pause", type=float, default=5.0, help="Seconds to wait between load points (server drains).")
-    p.add_argument(
-        "--skip",
-        action="append",
-        default=[],
-        metavar="SCENARIO",
-        help="Leave out scenarios matching this name or glob (repeatable): ones an engine cannot serve.",
-    )
-    p.add_argument(
-        "--warmup-sweep",
-        action="store_true",
-        help="Run the first sweep once beforehand into <name>-warmup/ and ignore it (for JIT-compiling "
-        "engines such as SGLang with DeepGEMM).",
-    )
-    p.add_argument(
-        "--hook",
-        metavar="CMD",
-        help="Shell command run between scenarios (restart the server, flush its cache); "
-        "$BENCH_SCENARIO names the next one (also $BENCH_CAMPAIGN, $BENCH_LABEL, $BENCH_BASE_URL); "
-        "it must return once the server is ready.",
-    )
-    p.add_argument(
-        "--redo", action="store_true", help="Measure finished points again (their folders are renamed, not deleted)."
-    )
-    p.add_argument(
-        "--dataset-path",
-        metavar="FILE",
-        help="Dataset file for scenarios that read one, e.g. ShareGPT_V3_unfiltered_cleaned_split.json.",
-    )
-    p.add_argument(
-        "--run-args",
-        default="",
-        metavar="ARGS",
-        help='Extra flags for every `bench run` in one string, e.g. --run-args="--api chat --gpus 8".',
-    )
-    p.add_argument("--dry-run", action="store_true", help="Print the plan and stop without measuring.")
 
 
 # Run folders
@@ -242,9 +194,10 @@ def plan(
 
 
 def main(args) -> int:
+    words = campaign_cli.apply(args)
     path = find_set(args.scenarios)
     scenarios = load_set(path)
-    campaign = args.name or path.stem
+    campaign = args.name or campaign_cli.default_name(path, args.model, words)
     if not NAME.fullmatch(campaign):
         raise UserError(f"campaign name {campaign!r} must be letters, digits, '.', '_' or '-'")
     if args.pause < 0:
@@ -315,4 +268,8 @@ def main(args) -> int:
     say(f"campaign {campaign}: {measured} measured, {len(failed)} failed; results in {folder}")
     if failed:
         say(f"failed: {' '.join(failed)}; run the same command again to measure them again")
+    if args.report:  # failed points do not hold back the others' tables and plots
+        camp = args.results / campaign
+        report.write(camp, markdown=camp / "report.md", csv_file=camp / "report.csv")
+        plot.draw(camp)
     return 1 if failed else 0

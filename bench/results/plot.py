@@ -158,13 +158,14 @@ def _campaign_dir(run: Run, tree: Path) -> Path:
     return d if d == tree or tree in d.parents else tree
 
 
-def main(args) -> int:
+def draw(tree, out=None) -> None:
+    """Every plot of the runs under `tree`, next to them or under `out` in the same layout."""
     import matplotlib
 
     matplotlib.use("Agg")
-    tree = Path(args.tree).resolve()
-    runs = runs_under(tree, shown=args.tree)
-    base = Path(args.out).resolve() if args.out else tree
+    shown, tree = tree, Path(tree).resolve()
+    runs = runs_under(tree, shown=shown)
+    base = Path(out).resolve() if out else tree
     written: list[Path] = []
     colors = {e: f"C{i % 10}" for i, e in enumerate(sorted({r.engine for r in runs}))}
     for (campaign, scenario), series in scenario_series(runs).items():
@@ -183,4 +184,8 @@ def main(args) -> int:
             written.append(folder / "cdf-ttft-itl.png")
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
+
+
+def main(args) -> int:
+    draw(args.tree, args.out)
     return 0

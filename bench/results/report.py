@@ -202,22 +202,27 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
     return "\n".join(out)
 
 
+def write(tree, markdown=None, csv_file=None, *, baseline=None, metrics=DEFAULT_METRICS, fmt="simple") -> None:
+    """Print the tables of the runs under `tree`; also write them as Markdown, and one CSV row per run."""
+    runs = runs_under(tree)
+    baseline = pick_baseline(runs, baseline)
+    rows = compare(runs, baseline, metrics)
+    print(tables(runs, rows, metrics, fmt, md=False))
+    if markdown:
+        Path(markdown).write_text(tables(runs, rows, metrics, "github", md=True), encoding="utf-8")
+        print(f"wrote {markdown}", file=sys.stderr)
+    if csv_file:
+        with open(csv_file, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {csv_file}", file=sys.stderr)
+
+
 def main(args) -> int:
     from tabulate import tabulate_formats
 
     if args.fmt not in tabulate_formats:
         raise UserError(f"unknown --fmt {args.fmt!r}; use one of: {', '.join(tabulate_formats)}.")
-    runs = runs_under(args.tree)
-    baseline = pick_baseline(runs, args.baseline)
-    rows = compare(runs, baseline, args.metric)
-    print(tables(runs, rows, args.metric, args.fmt, md=False))
-    if args.markdown:
-        Path(args.markdown).write_text(tables(runs, rows, args.metric, "github", md=True), encoding="utf-8")
-        print(f"wrote {args.markdown}", file=sys.stderr)
-    if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        print(f"wrote {args.csv}", file=sys.stderr)
+    write(args.tree, args.markdown, args.csv, baseline=args.baseline, metrics=args.metric, fmt=args.fmt)
     return 0
