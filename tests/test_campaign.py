@@ -1,15 +1,20 @@
 """`bench campaign` against the real CPU engine: one folder per point, resume, skips, hook, warm-up,
-and the report and plots of the result; plus the scenario-file errors, which need no server."""
+and the report and plots of the result; its `just bench` spelling (key=value words, --report, the
+recipe itself) against the calibration server, which is quicker; plus the errors that need no server."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from bench.cli import main
+from bench.lab.calibration import start_server, stop_server
+from conftest import JUST, ROOT
 
 SET = """
 num_prompts = 4
@@ -196,3 +201,128 @@ def test_shipped_sets_parse(capsys):
 def test_run_args_cannot_override_what_the_campaign_sets(capsys):
     assert main(["campaign", "demo", "--label", "x", "--dry-run", "--run-args=--concurrency 3"]) == 2
     assert "--run-args cannot set --concurrency" in capsys.readouterr().err
+
+
+# The `just bench` spelling, against the calibration server (it serves any prompt at known speed).
+QUICK = """
+num_prompts = 4
+input_len = 16
+output_len = 4
+
+[[scenario]]
+name = "short"
+concurrency = [1, 2]
+
+[[scenario]]
+name = "other"
+concurrency = [1]
+"""
+TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")  # the calibration model has none of its own
+KEYS = "model= engine= scenarios= url= campaign= sharegpt="
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("calibration")
+    (tmp / "quick.toml").write_text(QUICK)
+    server = start_server(0, log=tmp / "server.jsonl", ttft_ms=5, itl_ms=2)
+    yield {"base_url": f"{server.base_url}/v1", "set": tmp / "quick.toml"}
+    stop_server(server)
+
+
+def words_campaign(calibration, results: Path, *words: str, run_args: str = "") -> int:
+    """A campaign spelled as `just bench` spells it: the recipe's flags, then key=value words."""
+    return main(
+        [
+            "campaign",
+            f"--results={results}",
+            "--pause=0",
+            f"--run-args=--tokenizer {TOKENIZER} {run_args}",
+            f"url={calibration['base_url']}",
+            f"scenarios={calibration['set']}",
+            "engine=calib",
+            *words,
+        ]
+    )
+
+
+def assert_report_and_plots(camp: Path, loads: dict[str, list[str]]) -> None:
+    rows = list(csv.DictReader((camp / "report.csv").open()))
+    assert sorted((r["scenario"], r["load_point"]) for r in rows) == sorted(
+        (s, lp) for s, lps in loads.items() for lp in lps
+    )
+    assert "| Scenario" in (camp / "report.md").read_text()
+    pngs = {p.relative_to(camp) for p in camp.rglob("*.png")}
+    for scenario, lps in loads.items():
+        assert {Path(f"{scenario}-throughput-latency.png"), Path(f"{scenario}-frontier.png")} <= pngs
+        assert {Path("calib", scenario, lp, "cdf-ttft-itl.png") for lp in lps} <= pngs
+
+
+def test_words_name_the_campaign_after_the_model_and_report_ends_it(calibration, tmp_path, capsys):
+    assert words_campaign(calibration, tmp_path, "model=calibration", "--report") == 0
+    out = capsys.readouterr().out
+    camp = tmp_path / "quick-calibration"  # <set>-<model basename>, as `just bench` always named it
+    for scenario, loads in {"short": ["c1", "c2"], "other": ["c1"]}.items():
+        for load in loads:
+            man = read(camp / "calib" / scenario / load / "manifest.json")
+            assert man["server"]["label"] == "calib" and man["server"]["model"] == "calibration"
+            assert man["server"]["base_url"] == calibration["base_url"]
+            assert man["campaign"]["name"] == "quick-calibration"
+    assert "Output tok/s by engine" in out  # the tables, as `just report` printed them
+    assert_report_and_plots(camp, {"short": ["c1", "c2"], "other": ["c1"]})
+
+
+def test_failed_points_still_get_their_report_and_plots(calibration, tmp_path, capsys):
+    # Every request outlives its timeout: each point is measured but fails, and the campaign exits 1.
+    slow = """--request-timeout 0.05 --extra-body '{"calibration": {"ttft_ms": 500}}'"""
+    assert words_campaign(calibration, tmp_path, "campaign=slow", "--report", "--skip=other", run_args=slow) == 1
+    assert "failed: short/c1 short/c2" in capsys.readouterr().out
+    assert_report_and_plots(tmp_path / "slow", {"short": ["c1", "c2"]})
+
+
+def test_flags_win_over_words_and_later_words_over_earlier_ones(capsys):
+    args = ["campaign", "--dry-run", "engine=a", "url=http://h:1/v1", "model=m1", "model=/x/m2", "demo"]
+    assert main(args) == 0
+    assert "campaign demo-m2: demo.toml against a at http://h:1/v1" in capsys.readouterr().out
+    assert main([*args, "--label", "b", "--name", "mine", "scenarios=industry", "url="]) == 0
+    # an empty word unsets: the default URL again
+    assert "campaign mine: demo.toml against b at http://127.0.0.1:8000/v1" in capsys.readouterr().out
+    assert main(["campaign", "demo", "--dry-run", "engine=a", "--model", "m"]) == 0
+    assert "campaign demo: " in capsys.readouterr().out  # no model= word: the set's name, as before
+
+
+@pytest.mark.parametrize("word", ["modle=x", "Model=x", "industry"])
+def test_unknown_word_is_one_sentence_naming_the_keys(capsys, word):
+    assert main(["campaign", "demo", "--label", "x", "--dry-run", word]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bench campaign: unknown argument {word!r}") and KEYS in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_set_is_needed(capsys):
+    assert main(["campaign", "--label", "x", "--dry-run", "model=m"]) == 2
+    assert "no scenario set: give one as SET or scenarios=NAME" in capsys.readouterr().err
+
+
+def test_just_bench_calls_the_campaign_with_the_recipes_defaults(calibration, tmp_path):
+    hook_log = tmp_path / "hook.log"
+    env = {
+        **os.environ,
+        "RESULTS": str(tmp_path),
+        "BENCH_PAUSE": "0",
+        "BENCH_HOOK": f"echo $BENCH_SCENARIO >> {hook_log}",
+    }
+    env.pop("SHAREGPT", None)
+    done = subprocess.run(
+        [JUST, "--justfile", str(ROOT / "justfile"), "bench", f"url={calibration['base_url']}", "model=calibration"]
+        + [f"scenarios={calibration['set']}", "engine=calib", f"--run-args=--tokenizer {TOKENIZER}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Output tok/s by engine" in done.stdout
+    assert hook_log.read_text().split() == ["other"]  # BENCH_HOOK reached the campaign
+    assert_report_and_plots(tmp_path / "quick-calibration", {"short": ["c1", "c2"], "other": ["c1"]})
