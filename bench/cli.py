@@ -40,7 +40,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     only = argv[0] if argv and argv[0] in SUBCOMMANDS else None
-    args = build_parser(only).parse_args(argv)
+    parser = build_parser(only)
+    args, rest = parser.parse_known_args(argv)
+    # A command with a `words` positional (campaign's key=value words) also takes the words that
+    # follow a flag, which argparse leaves over; any other leftover is an error, as parse_args says.
+    if rest and (not hasattr(args, "words") or any(w.startswith("-") for w in rest)):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest:
+        args.words = [*args.words, *rest]
     args.argv = ["bench", *argv]  # what was asked, for the manifest (also when called in-process)
     return exit_status(f"bench {args.command}", lambda: args._main(args))
 

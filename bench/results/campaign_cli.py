@@ -2,12 +2,13 @@
 
 `bench campaign model=/DeepSeek-R1 engine=vllm-tp8 scenarios=seed` means `bench campaign seed
 --model /DeepSeek-R1 --label vllm-tp8 --name seed-DeepSeek-R1`. The words and SET may stand
-anywhere among the flags, since `just bench` writes its own defaults first and the user's words
-after them. Who wins: SET or a flag wins over a word for the same setting; among words the last
-one wins (so the user's words win over the recipe's defaults); an empty value (`sharegpt=`)
-unsets. The default campaign name is <set>-<model basename> when the model came as a model= word,
-so the same `just bench` line resumes its campaign and two models never share one; without a
-model= word it stays the set's name.
+anywhere among the flags (bench.cli hands over the words that follow a flag), since `just bench`
+writes its own defaults first and the user's words after them. Who wins: SET or a flag wins over
+a word for the same setting; among words the last one wins (so the user's words win over the
+recipe's defaults); an empty value (`sharegpt=`) unsets. The default campaign name is
+<set>-<model basename> when the model came as a model= word, so the same `just bench` line
+resumes its campaign and two models never share one; without a model= word it stays the set's
+name.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "scenarios= (SET), url= (--base-url), campaign= (--name), sharegpt= (--dataset-path); "
         "SET and flags win over words, the last word wins over earlier ones.",
     )
-    read_anywhere(p)
     p.add_argument(
         "--base-url",
         help=f"OpenAI-compatible base URL of the running server ($OPENAI_BASE_URL or {DEFAULT_BASE_URL}).",
@@ -101,20 +101,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="After measuring (also when some points failed), print the tables, write report.md and "
         "report.csv into the campaign folder and draw the plots, as `just report` and `just plot` do.",
     )
-
-
-def read_anywhere(p: argparse.ArgumentParser) -> None:
-    """Let `p` take its positionals (SET, the words) between flags, which plain argparse refuses."""
-
-    def parse_known_args(args=None, namespace=None):
-        # parse_known_intermixed_args calls p.parse_known_args itself: the class's, for that call.
-        del p.parse_known_args
-        try:
-            return p.parse_known_intermixed_args(args, namespace)
-        finally:
-            p.parse_known_args = parse_known_args
-
-    p.parse_known_args = parse_known_args
 
 
 def unknown(word: str, scenario_set: str | None) -> UserError:
