@@ -1,7 +1,7 @@
 """`bench run`: measure one load point and write a run folder.
 
-The command's part only: flags to a RunSpec (bench.instrument.spec), the optional self-check
-against the calibration server (bench.lab.selfcheck), then `measure(spec)` and the tables.
+The command's part only: flags to a RunSpec (bench.instrument.spec), `measure(spec)` with the
+optional self-check against the calibration server (bench.lab.selfcheck), then the tables.
 """
 
 from __future__ import annotations
@@ -17,18 +17,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     spec.add_arguments(p)
 
 
-def self_check(run: spec.RunSpec) -> dict:
-    """This client's error bar at the run's concurrency, said on the terminal and kept."""
-    from bench.lab import selfcheck
-
-    check = selfcheck.self_check(run.concurrency or 64, run.api)
-    print(selfcheck.describe(check), file=sys.stderr)
-    return check
-
-
 def main(args: argparse.Namespace) -> int:
     run = spec.from_args(args, args.argv)
-    result = measure(run, self_check if run.self_check else None)
+    check = None
+    if run.self_check:
+        from bench.lab import selfcheck
+
+        check = selfcheck.for_run
+    result = measure(run, check)
     summary = result.summary
     print(metrics.format_summary(summary))
     if summary["client_cpu_ms_per_1k_chunks"] is not None:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -326,3 +329,32 @@ def test_just_bench_calls_the_campaign_with_the_recipes_defaults(calibration, tm
     assert "Output tok/s by engine" in done.stdout
     assert hook_log.read_text().split() == ["other"]  # BENCH_HOOK reached the campaign
     assert_report_and_plots(tmp_path / "quick-calibration", {"short": ["c1", "c2"], "other": ["c1"]})
+
+
+def test_ctrl_c_stops_the_point_in_process_and_keeps_it_partial(calibration, tmp_path):
+    """Points are measured in the campaign's own process: Ctrl-C reaches the run, which keeps what it
+    measured as a partial point, and the campaign stops there with 130."""
+    slow = """--extra-body '{"calibration": {"itl_ms": 1000}}'"""  # 4 requests of 3 s one after the other
+    cmd = [sys.executable, "-m", "bench", "campaign", f"--results={tmp_path}", "--pause=0", "--name=cut"]
+    cmd += [f"--run-args=--tokenizer {TOKENIZER} {slow}", f"url={calibration['base_url']}", "engine=calib"]
+    cmd += [f"scenarios={calibration['set']}", "--skip=other"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = tmp_path / "cut" / "calib" / "short" / "c1" / "requests.jsonl"
+    deadline = time.monotonic() + 60
+    while not (records.exists() and records.read_text().strip()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)  # polling a file for a condition, not timing the test
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "short c1: interrupted; run the same command again to resume" in out
+    assert read(records.parent / "summary.json")["partial"] is True
+    assert not (records.parent.parent / "c2").exists()  # stopped there, not carried on
+
+
+def test_a_self_check_in_run_args_is_kept_in_each_points_manifest(calibration, tmp_path, capsys):
+    assert words_campaign(calibration, tmp_path, "campaign=checked", "--skip=other", run_args="--self-check") == 0
+    assert capsys.readouterr().err.count("self-check at concurrency") == 2  # said once per point
+    for load, c in (("c1", 1), ("c2", 2)):
+        check = read(tmp_path / "checked" / "calib" / "short" / load / "manifest.json")["self_check"]
+        assert check["ok"] and check["concurrency"] == c and abs(check["ttft_mean_error_ms"]) < 5

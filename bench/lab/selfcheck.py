@@ -6,6 +6,7 @@ run itself; its errors against the server's log are the run's error bar, kept in
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def self_check(
             "client_send_lag_p99_ms": result.summary.get("p99_send_lag_ms"),
             "server_send_lag": send_lag_stats(log),
         }
+
+
+def for_run(run: spec.RunSpec) -> dict:
+    """The self-check of a run (`measure`'s hook): at its concurrency and endpoint, said on stderr."""
+    check = self_check(run.concurrency or 64, run.api)
+    print(describe(check), file=sys.stderr, flush=True)
+    return check
 
 
 def describe(check: dict) -> str:

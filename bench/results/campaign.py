@@ -1,7 +1,8 @@
 """`bench campaign`: every scenario x load point of a scenario set, one `bench run` each.
 
-Scenario sets are read by bench.results.scenarios. Each point runs `bench run` in a subprocess (its own
-memory and event loop) into <results>/<campaign>/<label>/<scenario>/<load-point>/.
+Scenario sets are read by bench.results.scenarios. Each point is the `bench run` command line it
+stands for, parsed into a RunSpec and measured in this process with `measure(spec)`, into
+<results>/<campaign>/<label>/<scenario>/<load-point>/.
 Resume: a point whose summary.json is complete is kept unless --redo; a partial or failed one is
 renamed <load-point>.aside-N (never deleted) and measured again.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +23,9 @@ from functools import partial
 from pathlib import Path
 
 from bench.errors import UserError
+from bench.instrument import spec
+from bench.instrument.measure import measure
+from bench.instrument.spec import RunSpec
 from bench.results import campaign_cli, plot, report
 from bench.results.campaign_cli import add_arguments as add_arguments  # bench.cli builds the command from here
 from bench.results.runfolder import state, summary
@@ -53,7 +56,7 @@ OWNED = {
     "--dataset-path",
     "--range-ratio",
 }
-say = partial(print, flush=True)  # flushed: bench run and the hook write to the same terminal
+say = partial(print, flush=True)  # flushed: the hook writes to the same terminal
 
 
 # Run folders
@@ -83,47 +86,36 @@ def describe(out: Path) -> str:
 # Measuring
 
 
-def run_command(args, p: Point, label: str, campaign: str, extra: list[str]) -> list[str]:
+def point_spec(args, p: Point, label: str, campaign: str, extra: list[str]) -> RunSpec:
+    """The point as the `bench run` command line it stands for (--run-args and all), parsed once."""
     s = p.scenario
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench",
-        "run",
-        "--base-url",
-        args.base_url,
-        "--label",
-        label,
-        "--campaign",
-        campaign,
-        "--scenario",
-        s.name,
-        "--out",
-        str(p.out),
-        "--num-prompts",
-        str(p.num_prompts),
-    ]
-    cmd += ["--model", args.model] if args.model else []
-    cmd += ["--concurrency", str(p.concurrency)] if p.concurrency else []
-    cmd += ["--rate", f"{p.rate:g}"] if p.rate else []
-    cmd += (
+    argv = ["--base-url", args.base_url, "--label", label, "--campaign", campaign, "--scenario", s.name]
+    argv += ["--out", str(p.out), "--num-prompts", str(p.num_prompts)]
+    argv += ["--model", args.model] if args.model else []
+    argv += ["--concurrency", str(p.concurrency)] if p.concurrency else []
+    argv += ["--rate", f"{p.rate:g}"] if p.rate else []
+    argv += (
         ["--dataset", s.dataset, "--dataset-path", s.dataset_path] if s.dataset else ["--input-len", str(s.input_len)]
     )
-    cmd += ["--output-len", str(s.output_len)] if s.output_len else []
-    cmd += ["--range-ratio", f"{s.range_ratio:g}"] if s.range_ratio else []
-    return cmd + extra
+    argv += ["--output-len", str(s.output_len)] if s.output_len else []
+    argv += ["--range-ratio", f"{s.range_ratio:g}"] if s.range_ratio else []
+    return spec.parse(argv + extra)
 
 
-def measure(cmd: list[str]) -> int:
-    """Exit status of one `bench run`; its table goes unprinted (summary.json has it)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    # Ctrl-C reaches bench run too (same process group): it stops, writes a partial summary and exits
-    # 130. A SIGINT sent to us alone is passed on, so it ends the same way.
-    previous = signal.signal(signal.SIGINT, lambda *_: proc.send_signal(signal.SIGINT))
+def measure_point(run: RunSpec) -> int:
+    """Measure one point in this process, as `bench run` would: 0, 2 when the point was refused
+    (bad input, said on stderr), 130 when interrupted. In-process, not a subprocess: nothing
+    needs isolating, and Ctrl-C reaches the run directly (it stops, keeps a partial summary)."""
+    check = None
+    if run.self_check:
+        from bench.lab import selfcheck
+
+        check = selfcheck.for_run
     try:
-        return proc.wait()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        return 130 if measure(run, check).partial else 0
+    except UserError as e:
+        print(f"bench run: {e}", file=sys.stderr, flush=True)
+        return 2
 
 
 def run_hook(args, scenario: str, campaign: str, label: str) -> None:
@@ -251,7 +243,7 @@ def main(args) -> int:
             # A seed per point (--run-args may still set one): no point's prompts, nor the warm-up's, can
             # sit in a prefix cache for the next, should the server keep one.
             seed = ["--seed", str(pts.index(p) + (1000 if name != campaign else 0))]
-            rc = measure(run_command(args, p, label, name, seed + extra))
+            rc = measure_point(point_spec(args, p, label, name, seed + extra))
             measured += 1
             if rc in (2, 130):  # bench run refused the point (bad input) or was interrupted: stop here
                 say(
@@ -259,9 +251,9 @@ def main(args) -> int:
                     "to resume"
                 )
                 return rc
-            if rc or state(p.out) != "done":
+            if state(p.out) != "done":
                 failed.append(f"{p.scenario.name}/{p.name}")
-                say(f"{tag}: FAILED (bench run exit {rc}); see its messages above")
+                say(f"{tag}: FAILED ({describe(p.out)})")
                 continue
             say(f"{tag}: {describe(p.out)} ({time.monotonic() - started:.0f} s)")
 
