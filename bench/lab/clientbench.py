@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench.errors import UserError, exit_status
 from bench.instrument import metrics
 from bench.instrument.records import read_records
 from bench.lab import accuracy
@@ -540,9 +541,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Folder for the tables (a new sub-folder per invocation).",
     )
     args = p.parse_args(argv)
+    return exit_status("just bench-client", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
     if not Path(VLLM_PYTHON).exists():
-        print(f"no vLLM venv at {VLLM_PYTHON}; run `just cpu-install` first", file=sys.stderr)
-        return 2
+        raise UserError(f"no vLLM venv at {VLLM_PYTHON}; run `just cpu-install` first")
     work = args.out / datetime.now().strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True)
 
