@@ -1,5 +1,5 @@
 """Guards: each one triggered, as a pure function, through `python -m bench.serve.guards`, and through a
-serve recipe that must stop before it writes anything or starts an engine."""
+serve recipe that must stop before it writes anything or starts an engine; the engine table they read."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.serve import guards
+from bench.errors import UserError
+from bench.serve import engines, guards
 
 ROOT = Path(__file__).resolve().parents[1]
 JUST = str(ROOT / ".venv" / "bin" / "just")
@@ -51,6 +52,21 @@ def test_dummy_weights_in_a_trtllm_options_file_refused(moe_model, tmp_path):
     assert len(refusals) == 1
 
 
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+@pytest.mark.parametrize("key", ["load-format", "load_format"])
+def test_dummy_weights_in_a_vllm_or_sglang_config_file_refused(moe_model, tmp_path, engine, key):
+    options = tmp_path / "options.yaml"
+    options.write_text(f"{key}: dummy\n")
+    assert len(guards.check(engine, moe_model, ["serve", moe_model, "--config", str(options)])[0]) == 1
+
+
+def test_each_engine_is_asked_for_its_own_load_format_spelling(moe_model):
+    # trtllm-serve has no load-format flag (it would refuse the flag itself); SGLang has no underscore spelling
+    assert guards.check("trtllm", moe_model, ["--load-format", "dummy"])[0] == []
+    assert guards.check("sglang", moe_model, ["--load_format", "dummy"])[0] == []
+    assert guards.check("sglang", moe_model, ["--load-format", "dummy"])[0]
+
+
 def test_dummy_weights_allowed_for_a_dense_model_and_real_weights_for_moe(moe_model):
     assert guards.check("vllm", TINY_LLAMA, ["--load-format", "dummy"]) == ([], [])
     assert guards.check("vllm", moe_model, ["--load-format", "auto"]) == ([], [])
@@ -87,6 +103,22 @@ def test_empty_or_missing_deepgemm_cache_warns_and_a_filled_one_does_not(tmp_pat
 def test_the_deepgemm_warning_is_for_sglang_only(tmp_path):
     assert guards.check("sglang", TINY_LLAMA, [], deepgemm_cache=tmp_path)[1]
     assert guards.check("vllm", TINY_LLAMA, [], deepgemm_cache=tmp_path) == ([], [])
+    assert [e.name for e in engines.ENGINES.values() if e.deepgemm_jit] == ["sglang"]
+
+
+def test_an_unknown_engine_is_one_sentence_naming_the_known_ones(capsys):
+    with pytest.raises(UserError, match="unknown engine 'tgi': the known engines are sglang, trtllm, vllm"):
+        guards.check("tgi", TINY_LLAMA, [])
+    rc = guards.main(["--engine", "tgi", "--model", TINY_LLAMA, "--", "text-generation-launcher"])
+    known = "the known engines are sglang, trtllm, vllm"
+    assert rc == 2 and capsys.readouterr().err == f"python -m bench.serve.guards: unknown engine 'tgi': {known}\n"
+
+
+def test_bad_input_to_the_guards_themselves_is_argparse_usage(capsys):
+    with pytest.raises(SystemExit) as stop:
+        guards.main(["--model", TINY_LLAMA, "--", "vllm", "serve"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "the following arguments are required: --engine" in err and "Traceback" not in err
 
 
 def test_cli_refuses_with_one_sentence_and_exit_2(moe_model, capsys):

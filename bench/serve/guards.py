@@ -1,10 +1,13 @@
 """Guards a serve recipe runs before it starts an engine: refuse what gives misleading numbers.
 
-Each guard is a pure function of the command line (and of the model's config.json) that returns a
-sentence saying what is wrong and how to fix it, or None. The command line entry
+Each guard is a pure function of the command line (with the model's config.json, or the text of
+the options files the command names) that returns a sentence saying what is wrong and how to fix
+it, or None. What differs between engines (flag spellings, options files, which caches apply) is
+read from their rows in bench.serve.engines, not branched on. The command line entry
     python -m bench.serve.guards --engine sglang --model /DeepSeek-R1 [--deepgemm-cache DIR] -- CMD...
-prints every refusal and warning on stderr and exits 2 if anything was refused, before anything
+prints every warning and refusal on stderr and exits 2 if anything was refused, before anything
 heavy starts.
+An unknown engine is one `python -m bench.serve.guards: ...` sentence and exit 2.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import re
 import sys
 from pathlib import Path
 
+from bench.errors import exit_status
+from bench.serve import engines
+from bench.serve.engines import ENGINES, Engine
+
+PROG = "python -m bench.serve.guards"
 # config.json keys by which MoE models declare their routed experts.
 EXPERT_KEYS = ("n_routed_experts", "num_experts", "num_local_experts")
-# Options files of trtllm-serve, where `load_format: dummy` can hide.
-TRT_OPTIONS = ("--config", "--extra_llm_api_options")
 
 
 def option_values(argv: list[str], *names: str) -> list[str]:
@@ -53,15 +59,17 @@ def declares_experts(config: dict) -> bool:
     return False
 
 
-def wants_dummy_weights(argv: list[str], options_texts: list[str] = ()) -> bool:
-    """--load-format dummy (vLLM, SGLang) or `load_format: dummy` in a TRT-LLM options file."""
-    if any(v.lower() == "dummy" for v in option_values(argv, "--load-format", "--load_format")):
+def wants_dummy_weights(engine: Engine, argv: list[str], options_texts: list[str] = ()) -> bool:
+    """The engine's load-format flag says dummy, or its key does in one of the options files."""
+    if any(v.lower() == "dummy" for v in option_values(argv, *engine.load_format_flags)):
         return True
-    return any(re.search(r"^\s*load_format:\s*['\"]?dummy\b", text, re.I | re.M) for text in options_texts)
+    keys = "|".join(re.escape(key) for key in engine.load_format_keys)
+    pattern = rf"^\s*(?:{keys}):\s*['\"]?dummy\b"
+    return bool(keys) and any(re.search(pattern, text, re.I | re.M) for text in options_texts)
 
 
-def dummy_weights_error(argv: list[str], config: dict | None, model: str, options_texts: list[str] = ()) -> str | None:
-    if not wants_dummy_weights(argv, options_texts) or config is None or not declares_experts(config):
+def dummy_weights_error(dummy: bool, config: dict | None, model: str) -> str | None:
+    if not dummy or config is None or not declares_experts(config):
         return None
     return (
         f"{model} is a mixture-of-experts model, and dummy weights route its tokens to experts unlike "
@@ -70,10 +78,8 @@ def dummy_weights_error(argv: list[str], config: dict | None, model: str, option
     )
 
 
-def dummy_weights_unknown(
-    argv: list[str], config: dict | None, model: str, options_texts: list[str] = ()
-) -> str | None:
-    if not wants_dummy_weights(argv, options_texts) or config is not None:
+def dummy_weights_unknown(dummy: bool, config: dict | None, model: str) -> str | None:
+    if not dummy or config is not None:
         return None
     return (
         f"dummy weights with {model}, whose config.json cannot be read here: make sure it is a dense "
@@ -120,45 +126,48 @@ def deepgemm_cache_warning(cache_dir: Path) -> str | None:
     )
 
 
-def options_texts(argv: list[str]) -> list[str]:
-    texts = []
-    for file in option_values(argv, *TRT_OPTIONS):
+def read_options(engine: Engine, argv: list[str]) -> dict[str, str]:
+    """The text of each options file the command names, by path as given; unreadable ones left out."""
+    texts = {}
+    for file in option_values(argv, *engine.options_flags):
         try:
-            texts.append(Path(file).read_text())
+            texts[file] = Path(file).read_text(errors="replace")
         except OSError:
             pass
     return texts
 
 
 def check(engine: str, model: str, argv: list[str], deepgemm_cache: Path | None = None) -> tuple[list[str], list[str]]:
-    """(refusals, warnings) for one serve command."""
+    """(refusals, warnings) for one serve command of `engine` (a name in bench.serve.engines)."""
+    spec = engines.engine(engine)
     config = read_model_config(model)
-    texts = options_texts(argv)
-    refusals = [
-        m for m in (dummy_weights_error(argv, config, model, texts), compile_with_dp_attention_error(argv)) if m
-    ]
-    warnings = [m for m in (dummy_weights_unknown(argv, config, model, texts),) if m]
-    if engine == "sglang" and deepgemm_cache is not None:
-        warnings += [m for m in (deepgemm_cache_warning(deepgemm_cache),) if m]
-    return refusals, warnings
+    options = read_options(spec, argv)
+    dummy = wants_dummy_weights(spec, argv, list(options.values()))
+    refusals = [dummy_weights_error(dummy, config, model), compile_with_dp_attention_error(argv)]
+    warnings = [dummy_weights_unknown(dummy, config, model)]
+    if spec.deepgemm_jit and deepgemm_cache is not None:
+        warnings.append(deepgemm_cache_warning(deepgemm_cache))
+    return [m for m in refusals if m], [m for m in warnings if m]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.serve.guards", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--engine", required=True, help="Engine the command starts: vllm, sglang or trtllm.")
-    p.add_argument("--model", required=True, help="Model path the command serves; its config.json is read.")
-    p.add_argument("--deepgemm-cache", type=Path, help="SGLang's DeepGEMM cache folder, to warn when empty.")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="The serve command, after --.")
-    args = p.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    refusals, warnings = check(args.engine, args.model, command, args.deepgemm_cache)
+def report(refusals: list[str], warnings: list[str]) -> int:
+    """Print the verdict on stderr; 2 when anything was refused."""
     for message in warnings:
         print(f"warning: {message}", file=sys.stderr)
     for message in refusals:
         print(f"refused: {message}", file=sys.stderr)
     return 2 if refusals else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--engine", required=True, help=f"Engine the command starts: one of {', '.join(sorted(ENGINES))}.")
+    p.add_argument("--model", required=True, help="Model path the command serves; its config.json is read.")
+    p.add_argument("--deepgemm-cache", type=Path, help="SGLang's DeepGEMM cache folder, to warn when empty.")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="The serve command, after --.")
+    args = p.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return exit_status(PROG, lambda: report(*check(args.engine, args.model, command, args.deepgemm_cache)))
 
 
 if __name__ == "__main__":
