@@ -6,7 +6,7 @@ it, or None. What differs between engines (flag spellings, options files, which 
 read from their rows in bench.serve.engines, not branched on. The command line entry
     python -m bench.serve.guards --engine sglang --model /DeepSeek-R1 [--deepgemm-cache DIR] -- CMD...
 prints every warning and refusal on stderr and exits 2 if anything was refused, before anything
-heavy starts.
+heavy starts; otherwise it prints its notes (e.g. that the prefix cache stays on) and exits 0.
 An unknown engine is one `python -m bench.serve.guards: ...` sentence and exit 2.
 """
 
@@ -17,6 +17,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.errors import exit_status
 from bench.serve import engines
@@ -126,6 +127,20 @@ def deepgemm_cache_warning(cache_dir: Path) -> str | None:
     )
 
 
+def prefix_cache_note(engine: Engine, argv: list[str], options: dict[str, str]) -> str | None:
+    """Say so when the prefix cache stays on: the engine's off flag is not given, and the last options
+    file named (the one the engine uses) has no line turning it off, or cannot be read."""
+    if engine.prefix_cache_off_flag is not None and engine.prefix_cache_off_flag in argv:
+        return None
+    files = option_values(argv, *engine.options_flags)
+    line = engine.prefix_cache_off_line
+    if line is not None and files and re.search(line, options.get(files[-1], ""), re.M):
+        return None
+    return (
+        "this server keeps its prefix cache on: restart it between scenarios (bench campaign --hook CMD runs CMD there)"
+    )
+
+
 def read_options(engine: Engine, argv: list[str]) -> dict[str, str]:
     """The text of each options file the command names, by path as given; unreadable ones left out."""
     texts = {}
@@ -137,8 +152,14 @@ def read_options(engine: Engine, argv: list[str]) -> dict[str, str]:
     return texts
 
 
-def check(engine: str, model: str, argv: list[str], deepgemm_cache: Path | None = None) -> tuple[list[str], list[str]]:
-    """(refusals, warnings) for one serve command of `engine` (a name in bench.serve.engines)."""
+class Verdict(NamedTuple):
+    refusals: list[str]  # each stops the recipe (exit 2) before anything heavy starts
+    warnings: list[str]  # printed; the recipe goes on
+    notes: list[str]  # how the server will behave; printed only when nothing was refused
+
+
+def check(engine: str, model: str, argv: list[str], deepgemm_cache: Path | None = None) -> Verdict:
+    """Every guard's verdict on one serve command of `engine` (a name in bench.serve.engines)."""
     spec = engines.engine(engine)
     config = read_model_config(model)
     options = read_options(spec, argv)
@@ -147,16 +168,21 @@ def check(engine: str, model: str, argv: list[str], deepgemm_cache: Path | None 
     warnings = [dummy_weights_unknown(dummy, config, model)]
     if spec.deepgemm_jit and deepgemm_cache is not None:
         warnings.append(deepgemm_cache_warning(deepgemm_cache))
-    return [m for m in refusals if m], [m for m in warnings if m]
+    notes = [prefix_cache_note(spec, argv, options)]
+    return Verdict(*([m for m in messages if m] for messages in (refusals, warnings, notes)))
 
 
-def report(refusals: list[str], warnings: list[str]) -> int:
-    """Print the verdict on stderr; 2 when anything was refused."""
-    for message in warnings:
+def report(verdict: Verdict) -> int:
+    """Print the verdict on stderr; 2 when anything was refused (a refused server gets no notes)."""
+    for message in verdict.warnings:
         print(f"warning: {message}", file=sys.stderr)
-    for message in refusals:
+    for message in verdict.refusals:
         print(f"refused: {message}", file=sys.stderr)
-    return 2 if refusals else 0
+    if verdict.refusals:
+        return 2
+    for message in verdict.notes:
+        print(f"note: {message}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("command", nargs=argparse.REMAINDER, help="The serve command, after --.")
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    return exit_status(PROG, lambda: report(*check(args.engine, args.model, command, args.deepgemm_cache)))
+    return exit_status(PROG, lambda: report(check(args.engine, args.model, command, args.deepgemm_cache)))
 
 
 if __name__ == "__main__":
