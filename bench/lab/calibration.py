@@ -53,7 +53,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.errors import UserError
+from bench.errors import UserError, exit_status
 from bench.lab.calibration_http import Listener, Stream
 from bench.paths import ROOT
 
@@ -241,14 +241,16 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prog = "python -m bench.lab.calibration"
     p = argparse.ArgumentParser(
-        prog="python -m bench.lab.calibration",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(p)
     args = p.parse_args(argv)
-    try:
+
+    def body() -> None:
         if args.ttft_ms < 0 or args.itl_ms < 0 or args.tokens_per_chunk < 1:
             raise UserError("--ttft-ms and --itl-ms must be >= 0 and --tokens-per-chunk >= 1.")
         run = asyncio.run
@@ -261,10 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.loop == "uvloop":
                     raise UserError("uvloop is not installed: pip install uvloop, or use --loop asyncio.") from None
         run(serve(args))
-    except UserError as e:
-        print(f"calibration server: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(prog, body)
 
 
 def start_server(

@@ -2,7 +2,9 @@
 
 Used by the CPU engine recipes and the test fixtures. State lives in `.run/<name>.pid` and
 `.run/<name>.log` under the project folder, so a stop finds exactly the process it started
-(never a `pkill` by name) and a second start says the server is already up.
+(never a `pkill` by name) and a second start says the server is already up. What cannot go on
+(a busy port, a server that dies or never answers, a stop with nothing to stop) is one
+`python -m bench.serve.launcher: ...` sentence on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench.errors import UserError, exit_status
 from bench.paths import RUN_DIR
 
+PROG = "python -m bench.serve.launcher"
 
-class LaunchError(Exception):
+
+class LaunchError(UserError):
     """A start or stop that cannot go on; the message is one sentence for the user."""
 
 
@@ -91,30 +96,44 @@ def start(name: str, command: list[str], host: str, port: int, timeout: float, r
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     print("+ " + shlex.join(command), file=sys.stderr, flush=True)
     with open(log_file(name), "ab") as log:
-        proc = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_raise_fd_limit,
-        )
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_raise_fd_limit,
+            )
+        except OSError as e:
+            raise LaunchError(
+                f"cannot run {command[0]}: {e.strerror or e}; check the server command after --"
+            ) from None
     pid_file(name).write_text(f"{proc.pid}\n")
-    url = f"http://{host}:{port}{ready_path}"
+    try:
+        _wait_until_ready(name, proc, f"http://{host}:{port}{ready_path}", timeout)
+    except KeyboardInterrupt:
+        with contextlib.suppress(LaunchError):  # already gone
+            stop(name)  # Ctrl-C while waiting: leave no half-started server behind
+        raise
+    print(f"{name} ready on http://{host}:{port} (pid {proc.pid}, log {log_file(name)})", file=sys.stderr)
+    return proc.pid
+
+
+def _wait_until_ready(name: str, proc: subprocess.Popen, url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not _answers(url):
         if proc.poll() is not None:
             pid_file(name).unlink(missing_ok=True)
+            tail = _tail(log_file(name))
             raise LaunchError(
-                f"{name} exited during start-up with status {proc.returncode}; "
-                f"its log is {log_file(name)}:\n{_tail(log_file(name))}"
+                f"{name} exited during start-up with status {proc.returncode}; its log is {log_file(name)}"
+                + (f", ending:\n{tail}" if tail else "")
             )
         if time.monotonic() > deadline:
             stop(name)
             raise LaunchError(f"{name} did not answer {url} within {timeout:.0f} s; see {log_file(name)}")
         time.sleep(0.5)  # polling a readiness endpoint, not synchronising on time
-    print(f"{name} ready on http://{host}:{port} (pid {proc.pid}, log {log_file(name)})", file=sys.stderr)
-    return proc.pid
 
 
 def stop(name: str, grace: float = 30.0) -> int:
@@ -152,8 +171,8 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.serve.launcher", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = p.add_subparsers(dest="action", required=True)
     s = sub.add_parser("start", help="Start a server command in the background and wait for readiness.")
     s.add_argument("--name", required=True, help="Name for the pid and log files, e.g. cpu-engine-8000.")
@@ -167,33 +186,36 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("command", nargs=argparse.REMAINDER, help="The server command, after --.")
     t = sub.add_parser("stop", help="Stop a server started with `start`, by its pid file.")
     t.add_argument("--name", required=True, help="The name given to `start`.")
-    args = p.parse_args(argv)
-    try:
-        if args.action == "start":
-            command = args.command[1:] if args.command[:1] == ["--"] else args.command
-            if not command:
-                raise LaunchError("no server command given after --")
-            pid = start(args.name, command, args.host, args.port, args.timeout, args.ready_path)
-            if args.engine:
-                from bench.instrument import served
+    return p
 
-                # with the pid, a record outlives its server by nothing: read() forgets it
-                served.write(
-                    port=args.port,
-                    engine=args.engine,
-                    label=args.label or args.engine,
-                    version=args.version,
-                    model=None,
-                    gpus=0,
-                    command=shlex.join(command),
-                    pid=pid,
-                )
-        else:
-            stop(args.name)
-    except LaunchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+def run(args: argparse.Namespace) -> None:
+    if args.action == "stop":
+        stop(args.name)
+        return
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise LaunchError("no server command given after --")
+    pid = start(args.name, command, args.host, args.port, args.timeout, args.ready_path)
+    if args.engine:
+        from bench.instrument import served
+
+        # with the pid, a record outlives its server by nothing: read() forgets it
+        served.write(
+            port=args.port,
+            engine=args.engine,
+            label=args.label or args.engine,
+            version=args.version,
+            model=None,
+            gpus=0,
+            command=shlex.join(command),
+            pid=pid,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return exit_status(PROG, lambda: run(args))
 
 
 if __name__ == "__main__":

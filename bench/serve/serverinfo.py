@@ -4,6 +4,8 @@ A serve recipe (scripts/*.just) calls, just before it execs the engine:
     python -m bench.serve.serverinfo write --port P --engine E --label L --version V --model M --gpus N -- CMD...
 and `bench run` calls read(port) to put the engine, label and exact command in manifest["server"].
 `python -m bench.serve.serverinfo format -- CMD...` prints a command as one copy-pasteable shell line.
+Bad input (no command after --, a record that cannot be written) is one
+`python -m bench.serve.serverinfo: ...` sentence on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import os
 import shlex
 import sys
 
-from bench.errors import UserError
-from bench.instrument.served import read, write
+from bench.errors import UserError, exit_status
+from bench.instrument.served import path, read, write
+
+PROG = "python -m bench.serve.serverinfo"
 
 
 def format_command(argv: list[str]) -> str:
@@ -31,7 +35,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m bench.serve.serverinfo",
+        prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,12 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.action == "format":
-            print(format_command(_command(args)))
-        elif args.action == "write":
+def run(args: argparse.Namespace) -> int:
+    if args.action == "format":
+        print(format_command(_command(args)))
+    elif args.action == "write":
+        command = format_command(_command(args))
+        try:
             out = write(
                 port=args.port,
                 engine=args.engine,
@@ -70,19 +74,23 @@ def main(argv: list[str] | None = None) -> int:
                 version=args.version,
                 model=args.model,
                 gpus=args.gpus,
-                command=format_command(_command(args)),
+                command=command,
                 pid=args.pid,
             )
-            print(f"recorded in {out} for bench run", file=sys.stderr)
-        else:
-            info = read(args.port)
-            if info is None:
-                return 1
-            print(json.dumps(info, indent=2))
-    except UserError as e:
-        print(f"bench.serve.serverinfo: {e}", file=sys.stderr)
-        return 2
+        except OSError as e:
+            raise UserError(f"cannot write {path(args.port)}: {e.strerror or e}") from None
+        print(f"recorded in {out} for bench run", file=sys.stderr)
+    else:
+        info = read(args.port)
+        if info is None:
+            return 1
+        print(json.dumps(info, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return exit_status(PROG, lambda: run(args))
 
 
 if __name__ == "__main__":
