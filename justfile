@@ -29,9 +29,9 @@ default:
 test *args: cpu-install sgl-parser-install
     python -m pytest {{args}}
 
-# Lint and format check (ruff, settings in pyproject.toml); `just lint --fix` mends what it can.
+# Lint and format check (ruff, settings in pyproject.toml); `ruff check --fix` and `ruff format` mend.
 [group('develop')]
-lint *args:
-    @ruff check bench tests scripts {{args}}
+lint:
+    @ruff check bench tests scripts
     @ruff format --check bench tests scripts
 
