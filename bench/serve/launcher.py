@@ -1,8 +1,12 @@
 """Start a server in the background, wait until it answers, stop it by PID.
 
-Used by the CPU engine recipes and the test fixtures. State lives in `.run/<name>.pid` and
-`.run/<name>.log` under the project folder, so a stop finds exactly the process it started
-(never a `pkill` by name) and a second start says the server is already up. What cannot go on
+Used by the CPU engine recipes, the test fixtures and the layouts that run several processes
+(prefill/decode disaggregation: prefill servers, decode servers, a router). State lives in
+`.run/<name>.pid` and `.run/<name>.log` under the project folder, so a stop finds exactly the
+process it started (never a `pkill` by name) and a second start says the server is already up.
+A process started with `--group G` is named `G.<name>`, its command line is added to
+`.run/G.commands`, and `stop --group G` stops every member, the last started first; a member
+that fails to start stops the members started before it, so a layout is up whole or not at all. What cannot go on
 (a busy port, a server that dies or never answers, a stop with nothing to stop) is one
 `python -m bench.serve.launcher: ...` sentence on stderr and exit 2.
 """
@@ -39,6 +43,33 @@ def pid_file(name: str) -> Path:
 
 def log_file(name: str) -> Path:
     return RUN_DIR / f"{name}.log"
+
+
+def commands_file(group: str) -> Path:
+    return RUN_DIR / f"{group}.commands"
+
+
+def members(group: str) -> list[str]:
+    """The group's members with a pid file, in the order they were started."""
+    try:
+        lines = commands_file(group).read_text().splitlines()
+    except OSError:
+        lines = []
+    started = [line.split(":", 1)[0] for line in lines]
+    return [m for m in started if pid_file(m).exists()]
+
+
+def stop_group(group: str, grace: float = 30.0) -> list[int]:
+    """Stop every member of `group`, the last started first (the front door before its servers)."""
+    names = members(group)
+    if not names:
+        raise LaunchError(f"no process of group {group} is running (nothing listed in {commands_file(group)})")
+    pids = []
+    for name in reversed(names):
+        with contextlib.suppress(LaunchError):  # a member that died on its own is already stopped
+            pids.append(stop(name, grace))
+    commands_file(group).unlink(missing_ok=True)
+    return pids
 
 
 def running_pid(name: str) -> int | None:
@@ -183,20 +214,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", help="Engine name recorded for bench run's manifest.")
     s.add_argument("--label", help="Engine label recorded for bench run's manifest.")
     s.add_argument("--version", help="Engine version recorded for bench run's manifest.")
+    s.add_argument("--model", help="Model recorded for bench run's manifest.")
+    s.add_argument("--gpus", type=int, default=0, help="GPUs behind this server (all of its group's), recorded.")
+    s.add_argument(
+        "--group",
+        help="Layout this process belongs to (e.g. sglang-pd): start every process of a multi-process "
+        "layout with the same group, the front door last, and stop them together with `stop --group`.",
+    )
     s.add_argument("command", nargs=argparse.REMAINDER, help="The server command, after --.")
     t = sub.add_parser("stop", help="Stop a server started with `start`, by its pid file.")
-    t.add_argument("--name", required=True, help="The name given to `start`.")
+    which = t.add_mutually_exclusive_group(required=True)
+    which.add_argument("--name", help="The name given to `start`.")
+    which.add_argument("--group", help="Stop every process started with this --group, the last started first.")
     return p
 
 
 def run(args: argparse.Namespace) -> None:
     if args.action == "stop":
-        stop(args.name)
+        stop_group(args.group) if args.group else stop(args.name)
         return
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise LaunchError("no server command given after --")
-    pid = start(args.name, command, args.host, args.port, args.timeout, args.ready_path)
+    name = f"{args.group}.{args.name}" if args.group else args.name
+    try:
+        pid = start(name, command, args.host, args.port, args.timeout, args.ready_path)
+    except LaunchError:
+        if args.group and members(args.group):
+            print(f"stopping the rest of group {args.group}", file=sys.stderr)
+            stop_group(args.group)
+        raise
+    if args.group:
+        with open(commands_file(args.group), "a") as f:
+            f.write(f"{name}: {shlex.join(command)}\n")
     if args.engine:
         from bench.instrument import served
 
@@ -206,9 +256,10 @@ def run(args: argparse.Namespace) -> None:
             engine=args.engine,
             label=args.label or args.engine,
             version=args.version,
-            model=None,
-            gpus=0,
-            command=shlex.join(command),
+            model=args.model,
+            gpus=args.gpus,
+            # a group's record holds every member's command line, one per line, in start order
+            command=commands_file(args.group).read_text().rstrip("\n") if args.group else shlex.join(command),
             pid=pid,
         )
 
