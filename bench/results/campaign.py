@@ -26,7 +26,7 @@ from bench.errors import UserError
 from bench.instrument import spec
 from bench.instrument.measure import measure
 from bench.instrument.spec import RunSpec
-from bench.results import campaign_cli, plot, report
+from bench.results import campaign_cli, fitset, plot, report
 from bench.results.campaign_cli import add_arguments as add_arguments  # bench.cli builds the command from here
 from bench.results.runfolder import state, summary
 from bench.results.scenarios import (
@@ -104,15 +104,16 @@ def point_spec(args, p: Point, label: str, campaign: str, extra: list[str]) -> R
 
 def measure_point(run: RunSpec) -> int:
     """Measure one point in this process, as `bench run` would: 0, 2 when the point was refused
-    (bad input, said on stderr), 130 when interrupted. In-process, not a subprocess: nothing
-    needs isolating, and Ctrl-C reaches the run directly (it stops, keeps a partial summary)."""
+    (bad input, said on stderr), 128 + the signal when interrupted (130: Ctrl-C). In-process, not
+    a subprocess: nothing needs isolating, and Ctrl-C reaches the run directly (it stops, keeps a
+    partial summary)."""
     check = None
     if run.self_check:
         from bench.lab import selfcheck
 
         check = selfcheck.for_run
     try:
-        return 130 if measure(run, check).partial else 0
+        return 128 + result.signal if (result := measure(run, check)).signal else 0
     except UserError as e:
         print(f"bench run: {e}", file=sys.stderr, flush=True)
         return 2
@@ -134,14 +135,19 @@ def run_hook(args, scenario: str, campaign: str, label: str) -> None:
         )
 
 
-def engine_names(args) -> list[str]:
-    """[label, engine]: --label or the serve recipe's record of this port, which also names the engine."""
+def served_record(args) -> tuple[int | None, dict]:
+    """(port, the record a serve recipe left for it, {} when none)."""
     from urllib.parse import urlsplit
 
     from bench.instrument import served as serverinfo
 
     port = urlsplit(args.base_url).port
-    served = (serverinfo.read(port) if port else None) or {}
+    return port, (serverinfo.read(port) if port else None) or {}
+
+
+def engine_names(args) -> list[str]:
+    """[label, engine]: --label or the serve recipe's record of this port, which also names the engine."""
+    port, served = served_record(args)
     label = args.label or served.get("label") or served.get("engine")
     if not label:
         raise UserError(
@@ -208,6 +214,8 @@ def main(args) -> int:
     folder = args.results / campaign / label
     say(f"campaign {campaign}: {path.name} against {label} at {args.base_url}, results in {folder}")
     sweeps = [(campaign, pts) for pts in plan(args, scenarios, folder, engines, max_len)]
+    # Fit: refuse, before anything is measured, points the recorded serve command would queue or reject.
+    fitset.check_campaign(*served_record(args), [p for _, pts in sweeps for p in pts], args, max_len, say)
     if args.dry_run:
         return 0
     pending = [sw for sw in sweeps if any(args.redo or state(p.out) != "done" for p in sw[1])]
@@ -245,9 +253,9 @@ def main(args) -> int:
             seed = ["--seed", str(pts.index(p) + (1000 if name != campaign else 0))]
             rc = measure_point(point_spec(args, p, label, name, seed + extra))
             measured += 1
-            if rc in (2, 130):  # bench run refused the point (bad input) or was interrupted: stop here
+            if rc == 2 or rc > 128:  # bench run refused the point (bad input) or was interrupted: stop here
                 say(
-                    f"{tag}: {'interrupted' if rc == 130 else 'refused, see above'}; run the same command again "
+                    f"{tag}: {'interrupted' if rc > 128 else 'refused, see above'}; run the same command again "
                     "to resume"
                 )
                 return rc

@@ -55,7 +55,10 @@ def state(folder: Path) -> str:
         s = summary(folder)
     except UserError:  # a run that died before (or while) writing its summary
         return "failed"
-    return "partial" if s.get("partial") else "done" if s.get("completed") else "failed"
+    if s.get("partial"):
+        return "partial"
+    failed = (s.get("verdict") or {}).get("status") == "failed"  # summaries before verdicts: none completed
+    return "failed" if failed or not s.get("completed") else "done"
 
 
 def find_runs(tree: str | Path) -> list[Run]:
