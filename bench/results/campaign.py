@@ -215,7 +215,8 @@ def main(args) -> int:
     say(f"campaign {campaign}: {path.name} against {label} at {args.base_url}, results in {folder}")
     sweeps = [(campaign, pts) for pts in plan(args, scenarios, folder, engines, max_len)]
     # Fit: refuse, before anything is measured, points the recorded serve command would queue or reject.
-    fitset.check_campaign(*served_record(args), [p for _, pts in sweeps for p in pts], args, max_len, say)
+    todo = [p for _, pts in sweeps for p in pts if args.redo or state(p.out) != "done"]
+    fitset.check_campaign(*served_record(args), todo, args, max_len, say)
     if args.dry_run:
         return 0
     pending = [sw for sw in sweeps if any(args.redo or state(p.out) != "done" for p in sw[1])]

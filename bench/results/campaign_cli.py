@@ -94,7 +94,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="ARGS",
         help='Extra flags for every `bench run` in one string, e.g. --run-args="--api chat --gpus 8".',
     )
-    p.add_argument("--dry-run", action="store_true", help="Print the plan and stop without measuring.")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Print the plan and the fit check's verdicts, and stop without measuring.",
+    )
+    p.add_argument(
+        "--allow-queueing",
+        action="store_true",
+        help="Measure points the recorded serve command would queue (more in flight than it runs at once), "
+        "to study queueing on purpose; without it the campaign refuses them before measuring.",
+    )
     p.add_argument(
         "--report",
         action="store_true",
