@@ -32,5 +32,17 @@ def main(args: argparse.Namespace) -> int:
             f"client CPU while sending: {summary['client_cpu_ms_per_1k_chunks']:.1f} ms per 1,000 chunks",
             file=sys.stderr,
         )
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    verdict = summary["verdict"]
+    if verdict["status"] != "ok":
+        print(f"run {verdict['status']}: {'; '.join(verdict['reasons'])}", file=sys.stderr)
     print(f"run folder: {result.out}", file=sys.stderr)
-    return 130 if result.partial else 0
+    return exit_code(result)
+
+
+def exit_code(result) -> int:
+    """128 + the signal that interrupted the run (130 Ctrl-C, 143 SIGTERM), 1 when it failed, else 0."""
+    if result.signal:
+        return 128 + result.signal
+    return 1 if result.summary["verdict"]["status"] == "failed" else 0

@@ -86,7 +86,7 @@ def test_http_error_keeps_status_and_message():
 def test_error_event_mid_stream_is_recorded():
     data = HEAD + chunked(sse(completion("a", 1)), sse({"error": {"message": "engine died"}}))
     _, rec = parse(data)
-    assert rec.error_kind == "stream_error" and "engine died" in rec.error
+    assert rec.error_kind == "http_5xx" and "engine died" in rec.error
 
 
 def reads_at_event_boundaries(body: bytes) -> list[bytes]:
@@ -154,4 +154,4 @@ def test_an_error_event_on_the_fast_path_is_recorded():
     body = HEAD + chunked(sse(completion("a", 1)), sse({"error": {"message": "engine died"}}), sse(b"[DONE]"))
     reader, rec = read_all([(d, float(i)) for i, d in enumerate(reads_at_event_boundaries(body))])
     assert reader.general is not None
-    assert rec.error_kind == "stream_error" and "engine died" in rec.error
+    assert rec.error_kind == "http_5xx" and "engine died" in rec.error

@@ -33,7 +33,7 @@ from bench.instrument.kernel_clock import (
 )
 from bench.instrument.reader import ResponseReader
 from bench.instrument.records import Record
-from bench.instrument.transport import TokenCounter
+from bench.instrument.transport import ConnectTimeout, FirstTokenTimeout, TokenCounter
 
 READ_SIZE = 1 << 12
 # Under load the poller rests NAP between polls; chunks are stamped by the kernel meanwhile,
@@ -132,13 +132,17 @@ class _Connection:
         poller.add(self)
 
     @classmethod
-    async def open(cls, addr: tuple, poller: _Poller) -> _Connection:
+    async def open(cls, addr: tuple, poller: _Poller, timeout: float | None) -> _Connection:
         sock = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            await poller.loop.sock_connect(sock, addr)
+            async with asyncio.timeout(timeout):
+                await poller.loop.sock_connect(sock, addr)
+        except TimeoutError:
+            sock.close()
+            raise ConnectTimeout(f"no connection to {addr[0]}:{addr[1]} within {timeout:g} s") from None
         except BaseException:
             sock.close()
             raise
@@ -169,8 +173,8 @@ class _Connection:
             data, anc, _, _ = self.recvmsg(READ_SIZE, ANC_SPACE)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            data = b""
+        except OSError:  # ECONNRESET and the like: the peer reset the connection
+            return self._lost(reset=True)
         if not data:
             return self._lost()
         t = arrival(anc, base, offset) or perf_counter()
@@ -185,10 +189,10 @@ class _Connection:
         if self.done is not None and not self.done.done():
             self.done.set_result(t)
 
-    def _lost(self) -> None:
+    def _lost(self, reset: bool = False) -> None:
         self.close()
         if self.reader is not None:
-            self.reader.connection_closed()
+            self.reader.connection_closed(reset)
         self._end(self.ending)  # the parse decides whether the response was complete
 
     def close(self) -> None:
@@ -196,6 +200,13 @@ class _Connection:
             self.closed = True
             self.poller.remove(self)
             self.sock.close()
+
+
+def _first_token_late(conn, timeout: float) -> None:
+    """The first-token timer of the request on `conn`: fail it if no generated text came yet."""
+    done = conn.done
+    if done is not None and not done.done() and not conn.reader.has_content:
+        done.set_exception(FirstTokenTimeout(f"no generated text within {timeout:g} s of the send"))
 
 
 def _take(conn) -> tuple[ResponseReader, bool]:
@@ -208,13 +219,22 @@ class RawTransport:
     """The Transport protocol (bench.instrument.transport) over a pool of keep-alive connections
     to one server."""
 
-    def __init__(self, base_url: str, api: str, headers: dict[str, str], count: TokenCounter | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        api: str,
+        headers: dict[str, str],
+        count: TokenCounter | None = None,
+        connect_timeout: float | None = None,
+        first_token_timeout: float | None = None,
+    ):
         url = urlsplit(base_url.rstrip("/"))
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.ssl = ssl.create_default_context() if url.scheme == "https" else None
         self.path = f"{url.path}/{'chat/completions' if api == 'chat' else 'completions'}"
         self.api, self.count = api, count
+        self.connect_timeout, self.first_token_timeout = connect_timeout, first_token_timeout
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self._head = (
             f"POST {self.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
@@ -226,14 +246,14 @@ class RawTransport:
 
     async def _open(self):
         if self.ssl is not None:
-            return await TlsConnection.open(self.host, self.port, self.ssl)
+            return await TlsConnection.open(self.host, self.port, self.ssl, self.connect_timeout)
         loop = asyncio.get_running_loop()
         if self._poller is None:
             self._poller = _Poller(loop)
         if self._addr is None:
             infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
             self._addr = infos[0][4]
-        return await _Connection.open(self._addr, self._poller)
+        return await _Connection.open(self._addr, self._poller, self.connect_timeout)
 
     async def _connection(self):
         while self._idle:
@@ -259,14 +279,23 @@ class RawTransport:
         head = f"{self._head}X-Request-Id: {request_id}\r\nContent-Length: {len(payload)}\r\n\r\n"
         conn = await self._connection()
         done = conn.start(self.api)
+        timer = None
         try:
             rec.sent = await conn.write(head.encode() + payload)
+            if self.first_token_timeout is not None:
+                loop = asyncio.get_running_loop()  # a timer per request: ~2 us
+                timer = loop.call_at(
+                    loop.time() + self.first_token_timeout, _first_token_late, conn, self.first_token_timeout
+                )
             end = await done
         except BaseException:
             conn.close()  # a half-read response poisons the connection
             reader, _ = _take(conn)
             reader.result().fill(rec, self.count)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         reader, reusable = _take(conn)
         if reusable:
             self._idle.append(conn)

@@ -16,12 +16,23 @@ from bench.instrument.transport import TokenCounter
 class OpenAITransport:
     """The Transport protocol (bench.instrument.transport) over the SDK's streaming calls."""
 
-    def __init__(self, base_url: str, api: str, api_key: str | None, timeout: float | None, count: TokenCounter):
+    def __init__(
+        self,
+        base_url: str,
+        api: str,
+        api_key: str | None,
+        timeout: float | None,
+        count: TokenCounter,
+        connect_timeout: float | None = None,
+    ):
+        import httpx
         import openai
 
         self.api, self.count = api, count
-        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=timeout)
+        limits = httpx.Timeout(timeout, connect=connect_timeout)  # the SDK has no first-token limit
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=limits)
         self.errors = (openai.APIError,)
+        self.kinds = {openai.APITimeoutError: "timeout_total", openai.APIConnectionError: "server_gone"}
 
     async def preconnect(self, n: int) -> None:
         """The SDK pools connections itself; nothing to open ahead."""
@@ -41,7 +52,8 @@ class OpenAITransport:
                 parser.event(chunk.model_dump(exclude_unset=True), perf_counter())
             parser.stream_ended()
         except self.errors as e:
-            parser.refused(getattr(e, "status_code", 0) or 0, str(e))
+            kind = next((k for cls, k in self.kinds.items() if isinstance(e, cls)), None)
+            parser.refused(getattr(e, "status_code", 0) or 0, str(e), kind)
         end = perf_counter()
         return end, lambda: parser.fill(rec, self.count)
 

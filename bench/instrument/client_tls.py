@@ -12,6 +12,7 @@ import socket
 from time import perf_counter
 
 from bench.instrument.reader import ResponseReader
+from bench.instrument.transport import ConnectTimeout
 
 
 class TlsConnection(asyncio.Protocol):
@@ -24,8 +25,12 @@ class TlsConnection(asyncio.Protocol):
         self.closed = False
 
     @classmethod
-    async def open(cls, host: str, port: int, ssl) -> TlsConnection:
-        _, conn = await asyncio.get_running_loop().create_connection(cls, host, port, ssl=ssl)
+    async def open(cls, host: str, port: int, ssl, timeout: float | None = None) -> TlsConnection:
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await asyncio.get_running_loop().create_connection(cls, host, port, ssl=ssl)
+        except TimeoutError:
+            raise ConnectTimeout(f"no connection to {host}:{port} within {timeout:g} s") from None
         return conn
 
     def connection_made(self, transport) -> None:
@@ -57,7 +62,7 @@ class TlsConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         if self.reader is not None:
-            self.reader.connection_closed()
+            self.reader.connection_closed(reset=exc is not None)
         self._end(None)  # the parse decides whether the response was complete
 
     def close(self) -> None:

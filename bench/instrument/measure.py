@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from bench import paths
 from bench.errors import UserError
-from bench.instrument import manifest, metrics, probe, schedule, served, workload
+from bench.instrument import manifest, metrics, probe, schedule, served, verdict, workload
 from bench.instrument.records import RecordWriter, read_records
 from bench.instrument.runner import Load, Runner
 from bench.instrument.spec import RunSpec
@@ -36,6 +36,7 @@ class Measured:
     summary: dict  # as written to summary.json
     manifest: dict  # as written to manifest.json
     partial: bool  # interrupted: the records so far are kept and summarised
+    signal: int  # the signal that interrupted it (SIGINT, SIGTERM), 0 when none did
 
 
 def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) -> Measured:
@@ -71,7 +72,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     gc.disable()
     cpu = time.process_time()
     try:
-        partial = _event_loop_run(_send(runner, warm, prompts, load))
+        stopped_by = _event_loop_run(_send(runner, warm, prompts, load))
     finally:
         cpu = time.process_time() - cpu
         gc.enable()
@@ -80,15 +81,18 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     # Summarise from the file, as any later reader would.
     records = list(read_records(out / "requests.jsonl"))
     summary = metrics.summarise(records, gpu_count=man["gpu_count"])
+    partial = bool(stopped_by)
     summary["partial"] = partial
     # The client's own cost while sending (warm-up included): a busy client inflates latency.
     chunks = sum(len(r.chunk_times) for r in records)
     summary["client_cpu_s"] = round(cpu, 3)
     summary["client_cpu_ms_per_1k_chunks"] = round(1e6 * cpu / chunks, 3) if chunks else None
+    summary["verdict"] = verdict.judge(summary, spec.min_success)
+    summary["notes"] = verdict.notes(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     man["partial"] = partial
     manifest.write(out / "manifest.json", man)
-    return Measured(out, summary, man, partial)
+    return Measured(out, summary, man, partial, stopped_by)
 
 
 # ---- before the run: workload, request bodies, run folder, manifest ----
@@ -214,11 +218,11 @@ def open_transport(spec: RunSpec, count: TokenCounter) -> Transport:
     if spec.transport == "openai":
         from bench.instrument.client_openai import OpenAITransport
 
-        return OpenAITransport(spec.base_url, spec.api, key, spec.request_timeout, count)
+        return OpenAITransport(spec.base_url, spec.api, key, spec.request_timeout, count, spec.connect_timeout)
     from bench.instrument.client import RawTransport
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return RawTransport(spec.base_url, spec.api, headers, count)
+    return RawTransport(spec.base_url, spec.api, headers, count, spec.connect_timeout, spec.first_token_timeout)
 
 
 def _event_loop_run(coro):
@@ -234,13 +238,16 @@ def _event_loop_run(coro):
 async def _send(runner: Runner, warm: list[workload.Prompt], prompts: list[workload.Prompt], load: Load) -> bool:
     """Warm up and measure; True when interrupted (the records written so far are kept)."""
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, runner.interrupt)
+    # Ctrl-C and SIGTERM stop sending and cancel what is in flight; every request leaves its record.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, runner.interrupt, signum)
     try:
         await runner.run(warm, prompts, load)
     except asyncio.CancelledError:
         pass
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
         await runner.transport.close()
         runner.write_ended()
         runner.writer.close()

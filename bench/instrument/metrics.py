@@ -3,7 +3,9 @@
 Definitions (the README repeats them word for word):
 
 - Measured requests: every record with `warmup` false; warm-up requests are left out of everything.
-  A request succeeded when its `error` is empty; `completed` counts those, `failed` the rest.
+  A request succeeded when its `error` is empty; `completed` counts those. `interrupted` counts
+  the requests the run itself cut short (error kind `interrupted`: Ctrl-C, SIGTERM), `failed`
+  the rest; `success_rate` = completed / (measured - interrupted).
 - Window: first `sent` to last completion (`last`, else `first`, else `sent`) over measured
   requests, unless the caller gives `duration` (an import keeps the original run's duration).
 - TTFT: `first - sent`. E2EL: `last - sent`. Both also from `scheduled` instead of `sent`
@@ -16,6 +18,9 @@ Definitions (the README repeats them word for word):
   Token ITL: each gap divided by the token count k of the chunk that ends it, counted once per
   token, so a k-token chunk adds k values of gap/k; `multi_token_chunks` says how many chunks
   had k > 1. Token ITL is null when any request lacks per-chunk token counts.
+  `zero_gap_chunks` counts gaps under 0.1 ms (two chunks that reached the client together; the
+  server wrote them in one go, or the client read them in one go), `zero_gap_share` their share
+  of all gaps, `requests_with_zero_gaps` the share of requests with any.
 - Interactivity (tok/s/user): 1 / TPOT per request, reported as a distribution.
 - Send lag: `sent - scheduled` over all measured requests.
 - Throughputs over the window: `request_throughput` (completed/s), `output_throughput`
@@ -40,6 +45,7 @@ from bench.instrument.records import Record
 PERCENTILES = (50, 90, 95, 99)
 INTERACTIVITY_PERCENTILES = (1, 5, 10, 50, 90, 99)  # the low tail is the slow users
 SLO_NAMES = ("ttft", "tpot", "e2el")
+TOGETHER = 1e-4  # s: a chunk gap under this means the two chunks reached the client together
 
 
 def _stats(
@@ -131,10 +137,14 @@ def summarise(
     def per_s(x: float) -> float | None:
         return x / duration if duration > 0 else None
 
+    interrupted = sum(1 for r in recs if r.error_kind == "interrupted")
+    judged = len(recs) - interrupted  # a request the run itself cut short says nothing of the server
     s: dict = {
         "duration": duration,
         "completed": len(ok),
-        "failed": len(recs) - len(ok),
+        "failed": judged - len(ok),
+        "interrupted": interrupted,
+        "success_rate": len(ok) / judged if judged else None,
         "warmup_excluded": len(all_recs) - len(recs),
         "total_input_tokens": in_tokens,
         "total_output_tokens": out_tokens,
@@ -149,10 +159,13 @@ def summarise(
     tpots = [t for t in map(tpot, timed) if t is not None]
     itls: list[float] = []
     token_itls: list[float] = []
-    chunks = multi = max_k = no_counts = 0
+    chunks = multi = max_k = no_counts = together = with_together = 0
     for r in timed:
         gaps = chunk_gaps(r)
         itls += gaps
+        n_together = sum(1 for g in gaps if g < TOGETHER)
+        together += n_together
+        with_together += n_together > 0
         chunks += len(r.chunk_times)
         if len(r.chunk_tokens) != len(r.chunk_times):
             no_counts += 1  # token counts unknown: no token ITL from this request
@@ -171,6 +184,9 @@ def summarise(
             "multi_token_chunks": multi,
             "max_chunk_tokens": max_k,
             "requests_without_chunk_tokens": no_counts,
+            "zero_gap_chunks": together,
+            "zero_gap_share": together / len(itls) if itls else None,
+            "requests_with_zero_gaps": with_together / len(timed) if timed else None,
         }
     )
     s.update(

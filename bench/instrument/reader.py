@@ -35,7 +35,7 @@ class ResponseReader:
     reads anything that is not a 200 chunked stream from the start.
     """
 
-    __slots__ = ("api", "general", "fresh", "tail", "ended", "keep_alive", "seen", "times", "tokens", "last")
+    __slots__ = ("api", "general", "fresh", "tail", "ended", "keep_alive", "seen", "times", "tokens", "last", "reset")
 
     def __init__(self, api: str):
         self.api = api
@@ -48,6 +48,7 @@ class ResponseReader:
         self.times: list[float] = []
         self.tokens: list[int] = []
         self.last = b""  # the last read that carried usage
+        self.reset = False  # the connection was reset under this response
 
     def feed(self, data: bytes, t: float) -> bool:
         """Take one read that arrived at `t`; True once the response is complete."""
@@ -118,10 +119,17 @@ class ResponseReader:
         self.general.feed(data, t)
         return self.general.finished
 
-    def connection_closed(self) -> None:
-        """The connection ended: a body delimited by the connection's end is complete with it."""
+    def connection_closed(self, reset: bool = False) -> None:
+        """The connection ended (`reset`: by a reset): a body delimited by the connection's end is
+        complete with it; any other response still open was cut short."""
+        self.reset = reset
         if self.general is not None:
-            self.general.connection_closed()
+            self.general.connection_closed(reset)
+
+    @property
+    def has_content(self) -> bool:
+        """Whether a chunk of generated text has arrived."""
+        return bool(self.times) or (self.general is not None and bool(self.general.times))
 
     @property
     def keeps_alive(self) -> bool:
@@ -130,4 +138,8 @@ class ResponseReader:
 
     def result(self) -> StreamParser:
         """The parsed response (complete or not: fill() says which)."""
-        return self.general or self._parser(finished=self.ended)
+        if self.general is not None:
+            return self.general
+        p = StreamParser(self.api) if self.fresh else self._parser(finished=self.ended)  # fresh: no byte came
+        p.reset = self.reset
+        return p

@@ -17,6 +17,29 @@ from typing import IO
 
 import orjson
 
+# Why a request failed: a closed list (Record.error_kind), one explanation each. Imported
+# results (bench import) keep "vllm-bench": the client that sent them did not say why.
+ERROR_KINDS = {
+    "http_429": "the server turned the request away as over its rate limit (HTTP 429)",
+    "http_4xx": "the server refused the request (HTTP 4xx other than 429)",
+    "http_5xx": "the server failed (HTTP 5xx, or an error event inside the stream)",
+    "reset": "the connection was reset while the request was in flight",
+    "server_gone": "no server took the connection (refused or unreachable)",
+    "timeout_connect": "no connection within --connect-timeout",
+    "timeout_first_token": "no generated text within --first-token-timeout of the send",
+    "timeout_total": "no complete response within --request-timeout",
+    "malformed": "the response was not a well-formed stream (an unparseable event, an unexpected status)",
+    "truncated": "the stream ended before it finished, or finished without generated text",
+    "interrupted": "the run was stopped (Ctrl-C, SIGTERM) before the request finished: not the server's doing",
+}
+
+
+def http_error_kind(status: int) -> str:
+    """The error kind of a response with this HTTP status (not 200)."""
+    if status == 429:
+        return "http_429"
+    return "http_4xx" if 400 <= status < 500 else "http_5xx" if status >= 500 else "malformed"
+
 
 @dataclass
 class Record:

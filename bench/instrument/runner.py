@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import uuid
 from dataclasses import dataclass, field
 from time import perf_counter
 
 from bench.instrument.records import Record, RecordWriter
+from bench.instrument.transport import ConnectTimeout, FirstTokenTimeout
 from bench.instrument.workload import Prompt
 
 _TIMES = ("scheduled", "sent", "first", "last")
@@ -57,7 +59,7 @@ class Runner:
         self.run_id = uuid.uuid4().hex[:8]
         self.show_progress = show_progress
         self.progress = Progress(0)
-        self.stopping = False
+        self.stopping = 0  # the signal that stopped the run, 0 while it goes on
         self.id_base = 0  # ids continue from the warm-up phase into the measured one
         self.tasks: list[asyncio.Task] = []
         self.ended: list = []  # (record, fill) of requests ended in this loop turn
@@ -78,14 +80,20 @@ class Runner:
             async with asyncio.timeout(timeout):  # no extra task, unlike wait_for on 3.11
                 end, fill = await self.transport.send(self.make_body(prompt), f"bench-{self.run_id}-{rec.id}", rec)
         except TimeoutError:
-            end = self._failed(rec, "timeout", f"no complete response within {timeout:g} s")
+            end = self._failed(rec, "timeout_total", f"no complete response within {timeout:g} s")
+        except ConnectTimeout as e:
+            end = self._failed(rec, "timeout_connect", str(e))
+        except FirstTokenTimeout as e:
+            end = self._failed(rec, "timeout_first_token", str(e))
         except asyncio.CancelledError:
             self._failed(rec, "interrupted", "the run was interrupted before this request finished")
             self.ended.append((rec, None))
             self.write_ended()
             raise
-        except (OSError, ConnectionError) as e:
-            end = self._failed(rec, "connection", f"{type(e).__name__}: {e}")
+        except (ConnectionResetError, BrokenPipeError) as e:
+            end = self._failed(rec, "reset", f"{type(e).__name__}: {e}")
+        except OSError as e:  # refused, unreachable, unknown host: no server takes the connection
+            end = self._failed(rec, "server_gone", f"{type(e).__name__}: {e}")
         # Parsed and written in a later callback, so that this worker's next request goes out
         # first; requests ending in the same loop turn are written together, in one write.
         self.ended.append((rec, fill))
@@ -129,7 +137,7 @@ class Runner:
         cap = load.concurrency or len(prompts)
         order = iter(range(len(prompts)))
         # Closed loops and capped open loops know how many connections they need.
-        with contextlib.suppress(OSError):  # a refused connection fails, and is recorded, per request
+        with contextlib.suppress(OSError, ConnectTimeout):  # a refused connection fails, and is recorded, per request
             await self.transport.preconnect(min(cap, len(prompts)) if load.concurrency else 0)
         start = perf_counter()
         deadline = start + load.duration if (load.duration and not warmup) else None
@@ -167,9 +175,9 @@ class Runner:
         self.progress = Progress(len(prompts))
         await self.phase(prompts, load, warmup=False)
 
-    def interrupt(self) -> None:
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
         """Stop sending; cancel what is in flight (each still leaves its record)."""
-        self.stopping = True
+        self.stopping = signum
         for task in self.tasks:
             task.cancel()
 

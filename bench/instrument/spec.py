@@ -26,6 +26,8 @@ class RunSpec:
     label: str | None  # engine label; None: the serve recipe's, else the engine name
     gpus: int | None
     request_timeout: float
+    connect_timeout: float
+    first_token_timeout: float
     extra_body: dict
     # load
     concurrency: int | None
@@ -49,6 +51,7 @@ class RunSpec:
     campaign: str | None
     scenario: str | None
     progress: bool
+    min_success: float  # below this success rate the run is marked failed
     self_check: bool
     argv: list[str] = field(default_factory=list)  # the command line, for the manifest
 
@@ -101,7 +104,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--label", help="Engine label for reports; default: the serve recipe's, else the engine name.")
     s.add_argument("--gpus", type=pos, help="GPUs behind the server, for per-GPU throughput.")
-    s.add_argument("--request-timeout", type=posf, default=3600.0, help="Seconds before one request counts as failed.")
+    s.add_argument(
+        "--request-timeout",
+        type=posf,
+        default=3600.0,
+        help="Seconds for a whole response before the request counts as failed (timeout_total).",
+    )
+    s.add_argument(
+        "--connect-timeout",
+        type=posf,
+        default=30.0,
+        help="Seconds to open a connection before the request counts as failed (timeout_connect).",
+    )
+    s.add_argument(
+        "--first-token-timeout",
+        type=posf,
+        default=900.0,
+        help="Seconds from the send to the first generated text before the request counts as failed "
+        "(timeout_first_token); raise it for long prompts on a loaded server.",
+    )
     s.add_argument(
         "--extra-body",
         type=json.loads,
@@ -150,11 +171,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--scenario", help="Scenario name recorded in the manifest (set by `bench campaign`).")
     o.add_argument("--no-progress", action="store_true", help="Do not draw the progress bar.")
     o.add_argument(
+        "--min-success",
+        type=_share,
+        default=0.99,
+        help="Share of the measured requests (those the run did not cut short) that must succeed, else the run "
+        "is marked failed and exits 1; lower it to measure a server that fails on purpose.",
+    )
+    o.add_argument(
         "--self-check",
         action="store_true",
         help="First measure this client against the built-in calibration server at the same "
         "concurrency and keep its error bar in the manifest.",
     )
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1 (0.99 = 99 %)")
+    return value
 
 
 def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
@@ -172,6 +210,8 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         label=args.label,
         gpus=args.gpus,
         request_timeout=args.request_timeout,
+        connect_timeout=args.connect_timeout,
+        first_token_timeout=args.first_token_timeout,
         extra_body=dict(args.extra_body),
         concurrency=args.concurrency,
         rate=args.rate,
@@ -192,6 +232,7 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         campaign=args.campaign,
         scenario=args.scenario,
         progress=not args.no_progress,
+        min_success=args.min_success,
         self_check=args.self_check,
         argv=list(argv),
     )

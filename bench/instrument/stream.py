@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import orjson
 
-from bench.instrument.records import Record
+from bench.instrument.records import Record, http_error_kind
 
 
 class StreamParser:
@@ -34,6 +34,7 @@ class StreamParser:
         self.completion_tokens: int | None = None
         self.error = ""
         self.error_kind = ""
+        self.reset = False  # the connection was reset (not closed) under this response
 
     @classmethod
     def resume(
@@ -50,10 +51,12 @@ class StreamParser:
             p.prompt_tokens = usage[1]
         return p
 
-    def connection_closed(self) -> None:
-        """The connection ended: a body delimited by the connection's end is complete with it."""
-        if self.until_close:
+    def connection_closed(self, reset: bool = False) -> None:
+        """The connection ended (`reset`: by a reset, not a close): a body delimited by the
+        connection's end is complete with it; any other body still open was cut short."""
+        if self.until_close and not reset:
             self.finished = True
+        self.reset = self.reset or reset
 
     def stream_opened(self) -> None:
         """A 200 stream of events already decoded elsewhere (an SDK's) begins: feed them to event()."""
@@ -63,11 +66,11 @@ class StreamParser:
         """The decoded stream ended normally."""
         self.finished = True
 
-    def refused(self, status: int, message: str) -> None:
-        """The request failed before or while streaming: an HTTP status (0: no response) and why."""
+    def refused(self, status: int, message: str, kind: str | None = None) -> None:
+        """The request failed before or while streaming: an HTTP status (0: no response), why, and
+        the error kind when the status alone does not say it."""
         self.status, self.finished = status, True
-        kind = "http_4xx" if 400 <= status < 500 else "http_5xx" if status else "connection"
-        self._fail(kind, message)
+        self._fail(kind or (http_error_kind(status) if status else "server_gone"), message)
 
     # -- HTTP framing ---------------------------------------------------------------------
     def feed(self, data: bytes, t: float) -> None:
@@ -165,7 +168,7 @@ class StreamParser:
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
-            self._fail("bad_stream", f"unparseable stream event: {data[:120]!r}")
+            self._fail("malformed", f"unparseable stream event: {data[:120]!r}")
             return
         self.event(obj, t)
 
@@ -175,7 +178,9 @@ class StreamParser:
             return
         if obj.get("error") or obj.get("object") == "error":
             err = obj.get("error", obj)
-            self._fail("stream_error", str(err.get("message", err) if isinstance(err, dict) else err))
+            code = err.get("code") if isinstance(err, dict) else None
+            kind = http_error_kind(code) if isinstance(code, int) and code >= 400 else "http_5xx"
+            self._fail(kind, str(err.get("message", err) if isinstance(err, dict) else err))
             return
         choices = obj.get("choices") or []
         usage = obj.get("usage")
@@ -226,12 +231,14 @@ class StreamParser:
         rec.prompt_tokens = self.prompt_tokens
         rec.completion_tokens = self.completion_tokens
         if self.status and self.status != 200:
-            kind = "http_4xx" if 400 <= self.status < 500 else "http_5xx" if self.status >= 500 else "http_other"
-            self._fail(kind, f"HTTP {self.status}: {_error_text(self.body_error)}")
+            self._fail(http_error_kind(self.status), f"HTTP {self.status}: {_error_text(self.body_error)}")
+        elif not self.finished and self.reset:
+            self._fail("reset", "the connection was reset before the stream finished")
         elif not self.finished:
-            self._fail("incomplete", "the response ended before the stream finished")
+            what = "the stream finished" if self.status else "a response began"
+            self._fail("truncated" if self.status else "server_gone", f"the connection closed before {what}")
         elif not self.times and not self.error:
-            self._fail("no_output", "the stream carried no generated text")
+            self._fail("truncated", "the stream finished without generated text")
         rec.error, rec.error_kind = self.error, self.error_kind
 
 

@@ -18,6 +18,14 @@ from bench.instrument.records import Record
 TokenCounter = Callable[[str], int]
 
 
+class ConnectTimeout(Exception):
+    """No connection to the server within the connect timeout."""
+
+
+class FirstTokenTimeout(Exception):
+    """No generated text within the first-token timeout of the send."""
+
+
 class Transport(Protocol):
     async def preconnect(self, n: int) -> None:
         """Open `n` connections before timing starts (a no-op where the transport pools itself)."""
@@ -26,8 +34,9 @@ class Transport(Protocol):
         """Send one streamed request and wait for its end. Sets `rec.sent` (just before the bytes
         go out) and returns (end time, fill): calling `fill()` later parses the response into
         `rec` (times as absolute perf_counter values), so the caller can send its next request
-        first. Raises OSError/ConnectionError when the connection fails; when cancelled it may
-        fill `rec` with what arrived before the exception goes on."""
+        first. Raises ConnectTimeout or FirstTokenTimeout when those limits pass, OSError when
+        the connection fails (ConnectionResetError/BrokenPipeError: reset; others: no server);
+        when it raises it may first fill `rec` with what arrived."""
         ...
 
     async def close(self) -> None:

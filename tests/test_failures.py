@@ -1,0 +1,185 @@
+"""What goes wrong is counted, shown and explained: each failure ends as one record with an error kind
+from the closed list, the summary's verdict and the exit status say the run failed or was cut short."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.cli import main
+from bench.instrument.client import RawTransport
+from bench.instrument.reader import ResponseReader
+from bench.instrument.records import ERROR_KINDS, Record, RecordWriter, read_records
+from bench.instrument.runner import Load, Runner
+from bench.instrument.workload import Prompt
+from bench.lab.calibration import start_server, stop_server
+from conftest import ROOT
+
+TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
+HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+EVENT = b'data: {"choices":[{"index":0,"text":" a"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+
+
+def filled(reader: ResponseReader) -> Record:
+    rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    reader.result().fill(rec)
+    return rec
+
+
+def test_a_connection_cut_before_the_stream_finished_is_reset_or_truncated():
+    for reset, kind in ((True, "reset"), (False, "truncated")):
+        r = ResponseReader("completions")
+        r.feed(HEAD + b"%x\r\n%s\r\n" % (len(EVENT), EVENT), 1.0)
+        r.connection_closed(reset)
+        rec = filled(r)
+        assert rec.error_kind == kind and rec.chunk_times == [1.0]  # what arrived is kept
+
+
+def test_no_byte_of_a_response_is_server_gone():
+    r = ResponseReader("completions")
+    r.connection_closed()
+    assert filled(r).error_kind == "server_gone"
+
+
+def test_a_finished_stream_without_text_is_truncated():
+    r = ResponseReader("completions")
+    r.feed(HEAD + b"%x\r\n%s\r\n0\r\n\r\n" % (len(b"data: [DONE]\n\n"), b"data: [DONE]\n\n"), 1.0)
+    assert filled(r).error_kind == "truncated"
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    """First chunk after 400 ms, then one every 50 ms."""
+    proc = start_server(0, log=tmp_path_factory.mktemp("slow") / "log.jsonl", ttft_ms=400, itl_ms=50)
+    yield f"{proc.base_url}/v1"
+    stop_server(proc)
+
+
+def run(base_url: str, out, *extra: str) -> int:
+    argv = ["run", "--base-url", base_url, "--tokenizer", TOKENIZER, "--out", str(out), "--no-progress"]
+    return main([*argv, "--concurrency", "2", "--num-prompts", "4", "--input-len", "16", "--output-len", "4", *extra])
+
+
+def summary_of(out) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "flags,kind",
+    [(["--first-token-timeout", "0.1"], "timeout_first_token"), (["--request-timeout", "0.2"], "timeout_total")],
+)
+def test_timeouts_are_told_apart_and_fail_the_run(slow_server, tmp_path, capsys, flags, kind):
+    assert run(slow_server, tmp_path / "r", *flags) == 1
+    recs = list(read_records(tmp_path / "r" / "requests.jsonl"))
+    assert len(recs) == 4 and {r.error_kind for r in recs} == {kind}
+    s = summary_of(tmp_path / "r")
+    assert s["failed"] == 4 and s["completed"] == 0 and s["success_rate"] == 0.0
+    assert s["verdict"]["status"] == "failed" and "no request completed" in s["verdict"]["reasons"][0]
+    assert f"run failed: no request completed ({kind} 4)" in capsys.readouterr().err
+
+
+def test_a_server_that_never_accepts_is_timeout_connect(tmp_path):
+    """The runner and the raw transport against a listener that accepts nothing: once its backlog is
+    full the kernel drops new handshakes, so connecting hangs until the connect timeout."""
+
+    async def go(port: int) -> None:
+        transport = RawTransport(f"http://127.0.0.1:{port}/v1", "completions", {}, connect_timeout=0.3)
+        writer = RecordWriter(tmp_path / "requests.jsonl")
+        runner = Runner(transport, writer, lambda prompt: {"prompt": prompt.text}, 0.0, show_progress=False)
+        await runner.run([], [Prompt("a b", 2, 2)], Load(1, None, None, None, 10.0))
+        await transport.close()
+        runner.write_ended()
+        writer.close()
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):  # fill the backlog; a handshake that hangs here means it is full
+                s = socket.socket()
+                s.settimeout(0.2)
+                try:
+                    s.connect(("127.0.0.1", port))
+                    fillers.append(s)
+                except TimeoutError:
+                    s.close()
+                    break
+            asyncio.run(go(port))
+        finally:
+            for s in fillers:
+                s.close()
+    recs = list(read_records(tmp_path / "requests.jsonl"))
+    assert [r.error_kind for r in recs] == ["timeout_connect"] and "within 0.3 s" in recs[0].error
+
+
+def test_every_kind_in_the_list_is_explained():
+    assert all(text and not text.endswith(".") for text in ERROR_KINDS.values())
+    assert set(ERROR_KINDS) == {
+        "http_429",
+        "http_4xx",
+        "http_5xx",
+        "reset",
+        "server_gone",
+        "timeout_connect",
+        "timeout_first_token",
+        "timeout_total",
+        "malformed",
+        "truncated",
+        "interrupted",
+    }
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_leaves_a_partial_summary_and_exit_128_plus_it(slow_server, tmp_path, sig, status):
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "bench", "run", "--base-url", slow_server, "--tokenizer", TOKENIZER]
+    cmd += ["--out", str(out), "--no-progress", "--concurrency", "2", "--num-prompts", "200"]
+    cmd += ["--input-len", "16", "--output-len", "4"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = out / "requests.jsonl"
+    deadline = time.monotonic() + 60
+    while not (records.exists() and len(records.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)  # polling a file for a condition, not timing the test
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    s = summary_of(out)
+    assert s["partial"] is True and s["verdict"]["status"] == "partial" and s["interrupted"] >= 1
+    assert s["failed"] == 0  # requests the run cut short are not the server's failures
+    assert "run partial: the run was interrupted" in err
+
+
+def test_the_server_exiting_mid_run_ends_the_run_with_server_gone_records(tmp_path):
+    log = tmp_path / "server.jsonl"
+    server = start_server(0, log=log, ttft_ms=5, itl_ms=20)
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "bench", "run", "--base-url", f"{server.base_url}/v1", "--tokenizer", TOKENIZER]
+    cmd += ["--out", str(out), "--no-progress", "--concurrency", "4", "--num-prompts", "400"]
+    cmd += ["--input-len", "16", "--output-len", "8", "--request-timeout", "30"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = out / "requests.jsonl"
+    deadline = time.monotonic() + 60
+    try:
+        while not (records.exists() and len(records.read_text().splitlines()) >= 8):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)  # polling a file for a condition, not timing the test
+    finally:
+        server.kill()  # gone at once, mid-stream, as a crashed engine
+        stop_server(server)
+    _, err = proc.communicate(timeout=60)  # well within the request timeout
+    assert proc.returncode == 1, err
+    recs = list(read_records(records))
+    assert len(recs) == 400 and len({r.id for r in recs}) == 400  # every request ends as one record
+    kinds = {r.error_kind for r in recs if not r.ok}
+    assert "server_gone" in kinds and kinds <= {"server_gone", "reset", "truncated"}
+    assert summary_of(out)["verdict"]["status"] == "failed"
