@@ -113,8 +113,9 @@ def rendered(recipes) -> dict[tuple[str, str], str]:
 
 
 def engine_argv(command: str, marker: str) -> list[str]:
-    """The engine's own arguments: what follows the token that starts the engine."""
-    words = shlex.split(command)
+    """The engine's own arguments: what follows the token that starts the engine, in the first line that
+    has it (a layout of several processes prints one command per line)."""
+    words = shlex.split(next((line for line in command.splitlines() if marker in line), command))
     i = next(i for i, w in enumerate(words) if w == marker or w.endswith("/" + marker))
     return words[i + 1 :]
 
