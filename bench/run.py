@@ -26,6 +26,8 @@ def main(args: argparse.Namespace) -> int:
         check = selfcheck.for_run
     result = measure(run, check)
     summary = result.summary
+    if not result.manifest["server"]["model_given"]:
+        print(f"model: {result.manifest['server']['model']}, the only one the server serves", file=sys.stderr)
     print(metrics.format_summary(summary))
     if summary["client_cpu_ms_per_1k_chunks"] is not None:
         print(

@@ -183,3 +183,38 @@ def test_the_server_exiting_mid_run_ends_the_run_with_server_gone_records(tmp_pa
     kinds = {r.error_kind for r in recs if not r.ok}
     assert "server_gone" in kinds and kinds <= {"server_gone", "reset", "truncated"}
     assert summary_of(out)["verdict"]["status"] == "failed"
+
+
+def test_the_api_key_is_in_no_file_and_no_output_and_the_tokenizer_is_recorded(
+    slow_server, tmp_path, monkeypatch, capsys
+):
+    key = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    out = tmp_path / "r"
+    assert run(slow_server.replace("http://", f"http://user:{key}@"), out, "--extra-body", '{"user": "x"}') == 0
+    captured = capsys.readouterr()
+    assert key not in captured.out + captured.err
+    for f in out.iterdir():
+        assert key not in f.read_text(), f.name
+    man = json.loads((out / "manifest.json").read_text())
+    assert "--tokenizer" in man["command"] and TOKENIZER in man["command"]  # a tokenizer is not a secret
+    tok = man["workload"]["tokenizer"]
+    assert tok["path"].endswith("tiny-llama/tokenizer.json") and len(tok["sha256"]) == 64
+
+
+def test_redaction_is_by_name_not_by_substring():
+    from bench.instrument.manifest import redact, redact_text
+
+    argv = ["x", "--max-tokens", "5", "--api-key", "abc", "--hf-token=hf_abcdefghij", "--tokenizer", "/t"]
+    assert redact(argv) == [
+        "x",
+        "--max-tokens",
+        "5",
+        "--api-key",
+        "<redacted>",
+        "--hf-token=<redacted>",
+        "--tokenizer",
+        "/t",
+    ]
+    assert redact_text("vllm serve m --api-key s3cret -tp 8") == "vllm serve m --api-key <redacted> -tp 8"
+    assert redact_text("http://u:p@h:1/v1?token=abc&x=1") == "http://<redacted>@h:1/v1?token=<redacted>&x=1"

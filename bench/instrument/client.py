@@ -237,7 +237,7 @@ class RawTransport:
         self.connect_timeout, self.first_token_timeout = connect_timeout, first_token_timeout
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self._head = (
-            f"POST {self.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"POST {self.path} HTTP/1.1\r\nHost: {url.netloc.rpartition('@')[2]}\r\n"
             f"Content-Type: application/json\r\nAccept: text/event-stream\r\n{extra}"
         )
         self._idle: list = []

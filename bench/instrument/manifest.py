@@ -14,12 +14,38 @@ from pathlib import Path
 
 from bench import __version__
 
-_SECRET = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|(?i:bearer)\s+\S+)")
-_SECRET_FLAGS = ("key", "token", "secret", "password")
+# Flags whose value is a secret, by exact name (engines' and ours): a substring such as "token"
+# would also hide --tokenizer and --max-tokens, which a reader needs to see.
+SECRET_FLAGS = {
+    "--api-key",
+    "--api_key",
+    "--openai-api-key",
+    "--hf-token",
+    "--hf_token",
+    "--token",
+    "--auth-token",
+    "--password",
+    "--secret",
+    "--authorization",
+    "--admin-api-key",
+}
+_SECRET_VALUE = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|(?i:bearer)\s+\S+|hf_[A-Za-z0-9]{8,})")
+_URL_USER = re.compile(r"(?<=://)[^/@\s]+@")  # user:password@ in a URL
+_FLAG_VALUE = re.compile(r"(?i)(?<!\S)(" + "|".join(map(re.escape, sorted(SECRET_FLAGS))) + r")(=|\s+)(\S+)")
+_URL_PARAM = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token|auth|password|secret)=)[^&\s]+")
+
+
+def redact_text(text: str) -> str:
+    """A text (a message, a shell line) with secret flags' values, API keys, bearer tokens and URL
+    credentials replaced by <redacted>."""
+    text = _FLAG_VALUE.sub(r"\1\2<redacted>", text)
+    text = _SECRET_VALUE.sub("<redacted>", text)
+    text = _URL_USER.sub("<redacted>@", text)
+    return _URL_PARAM.sub(r"\1<redacted>", text)
 
 
 def redact(argv: list[str]) -> list[str]:
-    """Drop values of flags that name a secret, and anything shaped like an API key."""
+    """A command line with the values of secret-bearing flags and anything shaped like a key hidden."""
     out, hide_next = [], False
     for arg in argv:
         if hide_next:
@@ -27,12 +53,12 @@ def redact(argv: list[str]) -> list[str]:
             hide_next = False
             continue
         name, eq, _ = arg.partition("=")
-        secret_flag = name.startswith("-") and any(s in name.lower() for s in _SECRET_FLAGS)
-        if secret_flag and eq:
+        secret = name.lower() in SECRET_FLAGS
+        if secret and eq:
             out.append(f"{name}=<redacted>")
         else:
-            out.append(_SECRET.sub("<redacted>", arg))
-            hide_next = secret_flag and not eq
+            out.append(redact_text(arg))
+            hide_next = secret and not eq
     return out
 
 

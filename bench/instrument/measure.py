@@ -44,7 +44,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     server and workload are known and before any load; its result goes into the manifest."""
     # Control plane and workload: every refusal comes before the run folder exists.
     info = probe.discover(spec.base_url, spec.model, spec.api_key)
-    warm, prompts, tok = build_workload(spec, info)
+    warm, prompts, tok, tok_file = build_workload(spec, info)
     port = urlsplit(spec.base_url).port
     server = (served.read(port) if port else None) or {}
     label = spec.label or server.get("label") or server.get("engine") or "server"
@@ -52,6 +52,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
 
     t0 = perf_counter()
     man = _manifest(spec, info, server, label, t0)
+    man["workload"]["tokenizer"] = {"path": str(tok_file), "sha256": workload.file_sha256(tok_file)}
     if self_check is not None:
         man["self_check"] = self_check(spec)
     manifest.write(out / "manifest.json", man)
@@ -99,16 +100,24 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
 
 
 def _tokenizer_path(spec: RunSpec, info: probe.ServerInfo) -> str:
-    for candidate in (spec.tokenizer, spec.model, info.root, info.model):
+    """--tokenizer as given (it must exist), else the first model path that exists here."""
+    if spec.tokenizer is not None:
+        if not Path(spec.tokenizer).exists():
+            raise UserError(
+                f"--tokenizer {spec.tokenizer} does not exist; give the model's folder or its tokenizer.json"
+            )
+        return spec.tokenizer
+    for candidate in (spec.model, info.root, info.model):
         if candidate and Path(candidate).exists():
             return candidate
     raise UserError("cannot find the model's tokenizer; pass --tokenizer with its folder or tokenizer.json")
 
 
 def build_workload(spec: RunSpec, info: probe.ServerInfo):
-    """(warm-up prompts, measured prompts, the tokenizer) for the chosen dataset."""
+    """(warm-up prompts, measured prompts, the tokenizer, its file) for the chosen dataset."""
     api_key, extra = spec.api_key, spec.extra_body
-    tok = workload.load_tokenizer(_tokenizer_path(spec, info))
+    path = _tokenizer_path(spec, info)
+    tok = workload.load_tokenizer(path)
     n = spec.num_prompts + spec.warmup
     if spec.dataset == "random":
         out_len = spec.output_len
@@ -133,7 +142,7 @@ def build_workload(spec: RunSpec, info: probe.ServerInfo):
         probe.prompt_overhead(info, spec.api, "ping " * probe.PROBE_WORDS, api_key, extra)
     if len(prompts) < n:
         raise UserError(f"the dataset yields {len(prompts)} usable prompts, fewer than the {n} asked for")
-    return prompts[: spec.warmup], prompts[spec.warmup :], tok
+    return prompts[: spec.warmup], prompts[spec.warmup :], tok, workload.tokenizer_file(path).resolve()
 
 
 def request_body(model: str, api: str, ignore_eos: bool, extra: dict):
@@ -169,13 +178,14 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
         spec.argv,
         t0,
         server={
-            "base_url": spec.base_url,
+            "base_url": manifest.redact_text(spec.base_url),
             "model": info.model,
+            "model_given": info.model_given,
             "version": info.version,
             "system_fingerprint": info.system_fingerprint,
             "engine": server.get("engine"),
             "label": label,
-            "serve_command": server.get("command"),
+            "serve_command": manifest.redact_text(server.get("command") or "") or None,
         },
         api=spec.api,
         transport=spec.transport,
@@ -197,6 +207,7 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
             "burstiness": spec.burstiness,
             "warmup": spec.warmup,
             "duration": spec.duration,
+            "min_success": spec.min_success,
         },
     )
     man["gpu_count"] = spec.gpus or server.get("gpus") or man["gpu_count"]

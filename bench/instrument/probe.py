@@ -26,6 +26,7 @@ class ServerInfo:
     root: str | None  # the model path the server loaded, when it says (vLLM does)
     version: str | None
     system_fingerprint: str | None = None
+    model_given: bool = True  # False: none was asked for and the server's only model is used
 
 
 def _client(base_url: str, api_key: str | None):
@@ -41,6 +42,11 @@ def _explain(e: Exception, base_url: str, model: str | None = None) -> UserError
         return UserError(f"no server answers at {base_url}; start one (e.g. `just cpu-serve`) or fix --base-url")
     if isinstance(e, openai.AuthenticationError):
         return UserError(f"the server at {base_url} refused the API key; set OPENAI_API_KEY")
+    if isinstance(e, openai.NotFoundError) and model is None and not base_url.rstrip("/").endswith("/v1"):
+        return UserError(
+            f"the server at {base_url} has no /models endpoint; OpenAI-compatible servers answer under /v1: "
+            f"try --base-url {base_url.rstrip('/')}/v1"
+        )
     if isinstance(e, openai.NotFoundError):
         return UserError(
             f"the server at {base_url} has no model {model!r} or no such endpoint; check --model and --base-url"
@@ -51,7 +57,7 @@ def _explain(e: Exception, base_url: str, model: str | None = None) -> UserError
 
 
 def discover(base_url: str, model: str | None, api_key: str | None) -> ServerInfo:
-    """List the served models; check `model` is one of them (default: the first)."""
+    """List the served models; check `model` is one of them (none given: the server's only one)."""
     try:
         data = _client(base_url, api_key).models.list().data
     except Exception as e:
@@ -59,11 +65,16 @@ def discover(base_url: str, model: str | None, api_key: str | None) -> ServerInf
     ids = [m.id for m in data]
     if not ids:
         raise UserError(f"the server at {base_url} serves no model")
+    given = model is not None
+    if not given and len(ids) > 1:
+        raise UserError(f"the server at {base_url} serves several models ({', '.join(ids)}): pass --model NAME")
     model = model or ids[0]
     if model not in ids:
         raise UserError(f"the server at {base_url} does not serve {model!r}; it serves: {', '.join(ids)}")
     entry = data[ids.index(model)].model_extra or {}
-    return ServerInfo(base_url, model, entry.get("max_model_len"), entry.get("root"), _version(base_url))
+    return ServerInfo(
+        base_url, model, entry.get("max_model_len"), entry.get("root"), _version(base_url), model_given=given
+    )
 
 
 def _version(base_url: str) -> str | None:

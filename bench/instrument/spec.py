@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bench.errors import UserError
 
@@ -89,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
         help="OpenAI-compatible base URL of the server (API key from OPENAI_API_KEY).",
     )
-    s.add_argument("--model", help="Served model name; default: the first one the server lists.")
+    s.add_argument("--model", help="Served model name; needed only when the server serves more than one.")
     s.add_argument(
         "--api",
         choices=["completions", "chat"],
@@ -197,6 +198,12 @@ def _share(text: str) -> float:
 
 def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
     """The spec of parsed `bench run` flags; `argv` is the command line as the user gave it."""
+    url = urlsplit(args.base_url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise UserError(
+            f"--base-url {args.base_url!r} is not an http:// or https:// address; give one such as "
+            "http://127.0.0.1:8000/v1"
+        )
     if args.concurrency is None and args.rate is None:
         raise UserError("give --concurrency N (closed loop) or --rate R (open loop)")
     if args.warmup < 0 or args.prefix_len < 0:

@@ -28,12 +28,25 @@ class Prompt:
     output_len: int | None  # max_tokens to ask for (None: let the model stop)
 
 
+def tokenizer_file(path: str) -> Path:
+    """The tokenizer.json a path names: the file itself, or the one in a model folder."""
+    p = Path(path)
+    return p / "tokenizer.json" if p.is_dir() else p
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, so a manifest says exactly which tokenizer built the prompts."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def load_tokenizer(path: str):
     """A `tokenizers.Tokenizer` from a tokenizer.json file or a model folder holding one."""
     from tokenizers import Tokenizer
 
-    p = Path(path)
-    file = p / "tokenizer.json" if p.is_dir() else p
+    file = tokenizer_file(path)
     if not file.is_file():
         raise UserError(f"no tokenizer.json at {path}; pass --tokenizer with a model folder or tokenizer.json")
     try:
