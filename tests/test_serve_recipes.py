@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -23,7 +24,9 @@ from bench.serve import serverinfo
 ROOT = Path(__file__).resolve().parents[1]
 JUST = str(ROOT / ".venv" / "bin" / "just")
 GOLDEN = ROOT / "tests" / "golden" / "serve-commands.txt"
-TRT_SPEC = tomllib.loads((ROOT / "recipes" / "engines" / "trtllm-1.3.0rc14.toml").read_text())
+# The TensorRT-LLM pin (trt_version in scripts/trt.just) names its option list in recipes/engines/.
+TRT_PIN = re.search(r'trt_version := env\("TRT_VERSION", "([^"]+)"\)', (ROOT / "scripts" / "trt.just").read_text())[1]
+TRT_SPEC = tomllib.loads((ROOT / "recipes" / "engines" / f"trtllm-{TRT_PIN}.toml").read_text())
 # Groups of serve recipes, and (by name prefix) the variable choosing where the engine comes from.
 GROUPS = {"vllm", "sglang", "trt-llm", "repro 2025-04"}
 VIA = {"vllm-": "VLLM_VIA", "sgl-": "SGL_VIA", "trt-": "TRT_VIA"}
@@ -49,6 +52,12 @@ REQUIRED = {
     "trt-serve-long",
     "trt-serve-mtp",
     "trt-serve-2node",
+    "trt-serve-mtp-dp",
+    "trt-serve-disagg",
+    "trt-serve-disagg-2node",
+    "trt-stop-disagg",
+    "trt-stop-disagg-2node",
+    "trt-options",
     "sgl-parser-install",
     "golden-update",
 }
@@ -310,6 +319,8 @@ def test_every_current_trtllm_command_and_options_file_is_known_to_the_pin(rende
     bad = {}
     for (name, variant), cmd in cmds.items():
         argv = [w.replace("<repo>", str(ROOT)) for w in engine_argv(cmd, "trtllm-serve")]
+        if argv[0].startswith("disaggregated"):  # an MPI-launched layout: tests/test_recipes_trt.py checks it
+            continue
         if problems := trt_problems(argv):
             bad[f"{name} {variant}"] = problems
     assert not bad, f"TensorRT-LLM {TRT_SPEC['version']} does not have: {bad}"
@@ -347,9 +358,11 @@ def test_prefix_cache_is_off_in_every_current_command(rendered, recipes):
         assert "--disable-radix-cache" in cmd.split(), name
     for (_name, _variant), cmd in current(rendered, recipes, "trt-llm").items():
         options = engine_argv(cmd, "trtllm-serve")
+        if options[0].startswith("disaggregated"):  # options in its config file: tests/test_recipes_trt.py
+            continue
         options = options[options.index("--config") + 1].replace("<repo>", str(ROOT))
         assert yaml.safe_load(Path(options).read_text())["kv_cache_config"]["enable_block_reuse"] is False
-    for name in ("trt-0425-serve", "trt-0425-serve-nvidia", "trt-0425-serve-long"):
+    for name in ("trt-0425-serve", "trt-0425-serve-0418", "trt-0425-serve-nvidia", "trt-0425-serve-long"):
         assert "prefix cache on" in recipes[name]["doc"]
 
 
@@ -368,7 +381,7 @@ def test_containers_get_the_gpus_limits_and_model(rendered):
 
 
 def test_pins_are_overridable_from_the_environment():
-    assert just("--evaluate", "trt_image", env=render_env()).stdout == "nvcr.io/nvidia/tensorrt-llm/release:1.3.0rc14"
+    assert just("--evaluate", "trt_image", env=render_env()).stdout == f"nvcr.io/nvidia/tensorrt-llm/release:{TRT_PIN}"
     assert just("--evaluate", "trt_src_commit", env=render_env()).stdout == "2e669133c2767733c89375953bc4a94363e37985"
     env = render_env(VLLM_VERSION="9.9.9", TRT_VERSION="2.0.0")
     assert just("--evaluate", "vllm_version", env=env).stdout == "9.9.9"
