@@ -15,6 +15,7 @@ _completion_tokens = re.compile(rb'"completion_tokens":\s*(\d+)').findall
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _EVENT_END = b"\n\n\r\n"  # an SSE event's blank line, then the CRLF that closes its HTTP chunk
 _EVENT_START = b"data: {"
+_DONE = b"data: [DONE]"
 END = b"\r\n0\r\n\r\n"  # the last data chunk's CRLF and the zero-size chunk that ends the body
 
 
@@ -35,7 +36,20 @@ class ResponseReader:
     reads anything that is not a 200 chunked stream from the start.
     """
 
-    __slots__ = ("api", "general", "fresh", "tail", "ended", "keep_alive", "seen", "times", "tokens", "last", "reset")
+    __slots__ = (
+        "api",
+        "general",
+        "fresh",
+        "tail",
+        "ended",
+        "keep_alive",
+        "seen",
+        "times",
+        "tokens",
+        "last",
+        "reset",
+        "done",
+    )
 
     def __init__(self, api: str):
         self.api = api
@@ -49,6 +63,7 @@ class ResponseReader:
         self.tokens: list[int] = []
         self.last = b""  # the last read that carried usage
         self.reset = False  # the connection was reset under this response
+        self.done = False  # the closing `data: [DONE]` line came
 
     def feed(self, data: bytes, t: float) -> bool:
         """Take one read that arrived at `t`; True once the response is complete."""
@@ -96,6 +111,8 @@ class ResponseReader:
         found = _completion_tokens(body)
         if len(found) != body.count(_EVENT_START):  # an event without usage (an error, say)
             return False
+        if _DONE in body:
+            self.done = True
         if found:
             seen = self.seen
             for m in found:
@@ -113,7 +130,7 @@ class ResponseReader:
         if self.last:
             found = _PROMPT_TOKENS.findall(self.last)
             usage = (self.seen, int(found[-1]) if found else None)
-        return StreamParser.resume(self.api, self.times, self.tokens, usage, finished)
+        return StreamParser.resume(self.api, self.times, self.tokens, usage, finished, self.done)
 
     def _general(self, data: bytes, t: float) -> bool:
         self.general.feed(data, t)

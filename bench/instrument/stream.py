@@ -35,16 +35,23 @@ class StreamParser:
         self.error = ""
         self.error_kind = ""
         self.reset = False  # the connection was reset (not closed) under this response
+        self.done_seen = False  # the stream's closing `data: [DONE]` line came
 
     @classmethod
     def resume(
-        cls, api: str, times: list[float], tokens: list[int], usage: tuple[int, int | None] | None, finished: bool
+        cls,
+        api: str,
+        times: list[float],
+        tokens: list[int],
+        usage: tuple[int, int | None] | None,
+        finished: bool,
+        done_seen: bool = False,
     ) -> StreamParser:
         """A parser positioned inside the body of a 200 chunked stream, holding the content chunks
         counted so far and `usage`, the (completion, prompt) tokens of the last usage seen (None:
         none yet); the next feed() continues from there."""
         p = cls(api)
-        p.status, p.head_done, p.chunked, p.finished = 200, True, True, finished
+        p.status, p.head_done, p.chunked, p.finished, p.done_seen = 200, True, True, finished, done_seen
         p.times, p.tokens, p.texts = times, tokens, [""] * len(times)
         if usage is not None:
             p.seen_tokens = p.completion_tokens = usage[0]
@@ -63,8 +70,8 @@ class StreamParser:
         self.status = 200
 
     def stream_ended(self) -> None:
-        """The decoded stream ended normally."""
-        self.finished = True
+        """The decoded stream ended normally (the SDK ends it at its [DONE] line)."""
+        self.finished = self.done_seen = True
 
     def refused(self, status: int, message: str, kind: str | None = None) -> None:
         """The request failed before or while streaming: an HTTP status (0: no response), why, and
@@ -163,7 +170,10 @@ class StreamParser:
                     self._chunk(line[5:].strip(), t)
 
     def _chunk(self, data: bytes, t: float) -> None:
-        if not data or data == b"[DONE]":
+        if data == b"[DONE]":
+            self.done_seen = True
+            return
+        if not data:
             return
         try:
             obj = orjson.loads(data)
@@ -239,6 +249,10 @@ class StreamParser:
             self._fail("truncated" if self.status else "server_gone", f"the connection closed before {what}")
         elif not self.times and not self.error:
             self._fail("truncated", "the stream finished without generated text")
+        elif not self.done_seen and self.chunked:
+            # Every OpenAI-compatible server closes a stream with it; a body that ends without it
+            # was cut short (its last tokens and usage are missing), however cleanly it ended.
+            self._fail("truncated", "the stream ended without its closing [DONE] line")
         rec.error, rec.error_kind = self.error, self.error_kind
 
 

@@ -54,6 +54,7 @@ from pathlib import Path
 import orjson
 
 from bench.errors import UserError, exit_status
+from bench.lab.calibration_faults import FAULTS, Faults, parse_shares
 from bench.lab.calibration_http import Listener, Stream
 from bench.paths import ROOT
 
@@ -159,6 +160,10 @@ class Scheduler:
         if not self.active and gc.get_count()[0] > GC_EVERY:
             gc.collect()  # idle now; see serve() for why the collector waits for this
 
+    def log(self, entry: dict) -> None:
+        """Queue the log line of a request answered without a stream (an injected fault)."""
+        self.lines.append(orjson.dumps(entry) + b"\n")
+
     def flush(self) -> None:
         if self.lines:
             os.write(self.log_fd, b"".join(self.lines))
@@ -197,6 +202,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="JSONL file receiving one line per finished request (truncated at start).",
     )
     p.add_argument(
+        "--faults",
+        default="",
+        metavar="NAME=SHARE,...",
+        help="Inject faults into this share of requests, drawn per request (e.g. reset=0.01,http_500=0.01); "
+        "names: " + ", ".join(FAULTS) + ". A request's X-Calibration-Fault header picks one itself.",
+    )
+    p.add_argument("--fault-seed", type=int, default=0, help="Seed of the fault draws (same seed, same faults).")
+    p.add_argument("--exit-after", type=int, help="Exit (status 3, as a crash) when this many requests have come.")
+    p.add_argument(
         "--loop",
         choices=["auto", "uvloop", "asyncio"],
         default="auto",
@@ -207,7 +221,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens_per_chunk": args.tokens_per_chunk}
-    info = {"model": args.model, "max_model_len": args.max_model_len, "defaults": defaults}
+    try:
+        faults = Faults(parse_shares(args.faults), args.fault_seed, args.exit_after)
+    except ValueError as e:
+        raise UserError(f"--faults: {e}.") from None
+    info = {"model": args.model, "max_model_len": args.max_model_len, "defaults": defaults, "faults": faults}
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -280,11 +298,14 @@ def start_server(
     cpu: int | None = None,
     loop: str = "auto",
     timeout: float = 30.0,
+    faults: str = "",
+    exit_after: int | None = None,
 ) -> subprocess.Popen:
     """Start the server in a subprocess and return once it printed its ready line.
 
     port=0 picks a free port; the returned Popen carries `.port` and `.base_url`.
     cpu=N pins the server to that core with `taskset -c N`. Stop it with stop_server().
+    faults / exit_after: the --faults and --exit-after options (bench.lab.calibration_faults).
     """
     cmd = [
         sys.executable,
@@ -308,7 +329,10 @@ def start_server(
         str(max_model_len),
         "--loop",
         loop,
+        "--faults",
+        faults,
     ]
+    cmd += ["--exit-after", str(exit_after)] if exit_after else []
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     root = str(ROOT)
@@ -352,7 +376,7 @@ def read_log(path: str | Path) -> dict[str, dict]:
         for line in f:
             if line.strip():
                 entry = orjson.loads(line)
-                if "due" not in entry:  # logs before 2026-11-30 list it themselves
+                if "due" not in entry and "due_first" in entry:  # logs before 2026-11-30 list it themselves
                     first, step = entry["due_first"], entry["due_step"]
                     entry["due"] = [first + i * step for i in range(len(entry["sent"]))]  # as planned
                 out[entry["id"]] = entry
@@ -363,7 +387,7 @@ def send_lag_stats(log_path: str | Path) -> dict:
     """The server's own lateness (sent - due) over every chunk it sent, in ms."""
     import numpy as np
 
-    lags = [s - d for e in read_log(log_path).values() for d, s in zip(e["due"], e["sent"])]
+    lags = [s - d for e in read_log(log_path).values() for d, s in zip(e.get("due", ()), e.get("sent", ()))]
     if not lags:
         return {"chunks": 0, "mean_ms": None, "p50_ms": None, "p99_ms": None, "max_ms": None}
     a = np.asarray(lags) * 1e3

@@ -9,7 +9,9 @@ SSE event per HTTP chunk.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
+import struct
 import time
 from array import array
 
@@ -22,9 +24,11 @@ from bench.instrument.kernel_clock import (
     arrival,
     realtime_offset,
 )
+from bench.lab.calibration_faults import HEADER, STATUS
 from bench.lab.calibration_openai import BadRequest, encode, error_body, parse_request
 
 MAX_HEAD, MAX_BODY = 65536, 64 << 20
+BAD_EVENT = b"data: {not json\n\n"  # the injected malformed event
 _ids = itertools.count(1)
 perf_counter = time.perf_counter
 
@@ -37,7 +41,10 @@ def response(status: int, body: bytes, extra: str = "") -> bytes:
         405: "Method Not Allowed",
         411: "Length Required",
         413: "Payload Too Large",
+        429: "Too Many Requests",
         431: "Header Too Large",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
     }[status]
     return (
         f"HTTP/1.1 {status} {reason}\r\nserver: bench-calibration\r\n"
@@ -71,6 +78,8 @@ class Stream:
         "sent_append",
         "write",
         "dead",
+        "fault",
+        "fault_at",
     )
 
     def __init__(
@@ -83,8 +92,10 @@ class Stream:
         plain: bytes | None,
         edge,
         tail: bytes = b"",
+        fault: str | None = None,
     ):
         self.conn, self.sched, self.entry = conn, conn.sched, entry
+        self.fault, self.fault_at = fault, chunks // 2  # an injected fault strikes at the middle chunk
         # The log line's fixed part, encoded now rather than when many streams end together.
         self.prefix = orjson.dumps(entry)[:-1] + b","
         self.i, self.last, self.first, self.itl = 0, chunks - 1, first, itl
@@ -100,6 +111,8 @@ class Stream:
         if self.dead:
             return None
         i = self.i
+        if i == self.fault_at and self.fault:
+            return self.strike(due)
         frame = self.plain if 0 < i < self.last and self.plain else self.edge(i)
         if i < self.last:
             self.sent_append(perf_counter())
@@ -111,6 +124,26 @@ class Stream:
         self.write(frame)
         self.finish()
         self.sched.loop.call_soon(self.conn.done)  # not now: the scheduler owns the heap
+        return None
+
+    def strike(self, due: float) -> float | None:
+        """Do the injected fault at this chunk (bench.lab.calibration_faults says what each is)."""
+        fault, self.fault = self.fault, None
+        if fault == "malformed":  # an event no parser can read, then the stream goes on
+            self.write(b"%x\r\n%s\r\n" % (len(BAD_EVENT), BAD_EVENT))
+            return due
+        if fault == "early_end":  # a clean end of the body: no usage, no [DONE]
+            self.write(b"0\r\n\r\n")
+            self.finish(f"fault {fault}")
+            self.sched.loop.call_soon(self.conn.done)
+        elif fault == "truncated":  # half an event, then the connection closes
+            frame = self.plain if 0 < self.i < self.last and self.plain else self.edge(self.i)
+            self.write(frame[: len(frame) // 2])
+            self.conn.close(f"fault {fault}")
+        elif fault == "reset":
+            self.conn.reset(f"fault {fault}")
+        else:  # stall: nothing more, the connection stays open until the client gives up
+            self.finish(f"fault {fault}")
         return None
 
     def finish(self, error: str = "") -> None:
@@ -128,7 +161,7 @@ class Stream:
         self.sched.finished(self, line + b"\n")
 
 
-def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float) -> None:
+def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float, fault: str | None = None) -> None:
     """Plan the chunks, encode their bytes once and hand the stream to the scheduler."""
     plan = parse_request(body, chat, conn.info)
     tokens = plan.tokens if plan.stream else [plan.max_tokens]
@@ -145,11 +178,14 @@ def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float)
         "itl_ms": plan.itl * 1e3,
         "tokens_per_chunk": plan.k,
     }
+    fault = fault if plan.stream else None  # stream faults need a stream
+    if fault:
+        entry["fault"] = fault
     first = received + plan.ttft
     answer = encode(plan, chat, rid, conn.info["model"])
     if plan.stream:
         plain, edge, tail = answer
-        conn.stream = Stream(conn, entry, first, plan.itl, plan.chunks, plain, edge, tail)
+        conn.stream = Stream(conn, entry, first, plan.itl, plan.chunks, plain, edge, tail, fault)
         conn.write(
             b"HTTP/1.1 200 OK\r\nserver: bench-calibration\r\n"
             b"content-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n"
@@ -161,6 +197,16 @@ def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float)
         conn.stream = Stream(conn, entry, first, plan.itl, 1, None, lambda i: whole)
     if not conn.closed:
         conn.sched.add(conn.stream, first)
+
+
+class _Hung:
+    """The stream of a request the server never answers (fault hang): nothing to send or log."""
+
+    def finish(self, error: str = "") -> None:
+        pass
+
+
+HUNG = _Hung()
 
 
 class Listener:
@@ -252,6 +298,11 @@ class Conn:
             if self.close_after and self.stream is None:
                 self.close()
 
+    def reset(self, why: str) -> None:
+        """Close with a reset (RST), not a clean close: linger on, with a timeout of zero."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close(why)
+
     def close(self, why: str = "") -> None:
         if self.closed:
             return
@@ -311,9 +362,9 @@ class Conn:
             keep = headers.get("connection", "").lower()
             self.close_after = keep == "close" or (version == "HTTP/1.0" and keep != "keep-alive")
             rid = headers.get("x-request-id") or f"calib-{next(_ids)}"
-            self.route(method, target.split("?", 1)[0], body, rid, self.arrived)
+            self.route(method, target.split("?", 1)[0], body, rid, self.arrived, headers.get(HEADER))
 
-    def route(self, method: str, path: str, raw: bytes, rid: str, received: float) -> None:
+    def route(self, method: str, path: str, raw: bytes, rid: str, received: float, fault: str | None) -> None:
         info = self.info
         if method == "GET" and path in ("/health", "/v1/models", "/version"):
             if path == "/health":
@@ -334,11 +385,23 @@ class Conn:
             return self.reply(404, error_body(404, f"No route {method} {path}."))
         if method != "POST":
             return self.reply(405, error_body(405, f"Use POST for {path}."))
+        faults = info["faults"]
         try:
             body = orjson.loads(raw)
             if not isinstance(body, dict):
                 raise BadRequest(400, "The request body must be a JSON object.")
-            start_request(self, body, path == "/v1/chat/completions", rid, received)
+            fault = faults.pick(fault, body.get("stream") is True)
+            if faults.exit_now():  # --exit-after: gone at once, as a crashed engine, its log written
+                self.sched.flush()
+                os._exit(3)
+            if fault in STATUS or fault == "hang":
+                self.sched.log({"id": rid, "received": received, "fault": fault})
+                if fault == "hang":  # read, never answered: the connection stays busy and silent
+                    self.stream = HUNG
+                    return
+                status = STATUS[fault]
+                return self.reply(status, error_body(status, f"Injected fault {fault}."))
+            start_request(self, body, path == "/v1/chat/completions", rid, received, fault)
         except orjson.JSONDecodeError:
             self.reply(400, error_body(400, "The request body is not valid JSON."))
         except BadRequest as e:
