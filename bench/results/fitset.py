@@ -59,7 +59,7 @@ def skipped(s: Scenario, labels: list[str]) -> str | None:
 # bench campaign
 
 
-def check_campaign(record: dict | None, port: int | None, pts: list[Point], args, max_len: int | None, say) -> None:
+def check_campaign(port: int | None, record: dict | None, pts: list[Point], args, max_len: int | None, say) -> None:
     """Before anything is measured: judge the planned points against the serve command recorded for the
     port; raise a UserError naming the points and the flags to change when any would be rejected, or would
     queue at the server without --allow-queueing. The dry run prints every verdict."""
@@ -73,6 +73,8 @@ def check_campaign(record: dict | None, port: int | None, pts: list[Point], args
     verdicts = [fit.judge(fleet, load(p)) for p in pts]
     counts = {v: sum(x.verdict == v for x in verdicts) for v in (FITS, QUEUES, REJECTED)}
     say(f"fit check against the recorded serve command: {', '.join(f'{n} {v}' for v, n in counts.items() if n)}")
+    for warning in fit.warnings(fleet, [v.load for v in verdicts]):
+        say(f"  warning: {warning}")
     if args.dry_run:
         say(fit.limits_table(fleet) + "\n\n" + fit.verdicts_table(verdicts))
     else:

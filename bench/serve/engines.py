@@ -74,7 +74,7 @@ def engine(name: str) -> Engine:
 
 @dataclass(frozen=True)
 class Knob:
-    flags: tuple[str, ...]  # command-line spellings; the first one the command gives wins
+    flags: tuple[str, ...]  # command-line spellings, the main one first; the smallest value given wins
     keys: tuple[str, ...] = ()  # the same setting as an options-file key (dotted: a nested key)
     default: int | None = None  # at the pin on an H200; None: not known from the command
     unknown: str = ""  # what decides it when there is no default
@@ -120,7 +120,7 @@ MEMORY = "memory-derived"
 # --max-model-len fails; input + output over it cuts the output (vllm/entrypoints/serve/utils/api_utils.py
 # get_max_tokens clamps max_tokens).
 VLLM = Caps(
-    running=Knob(("--max-num-active-seqs", "--max-num-seqs"), default=1024),
+    running=Knob(("--max-num-seqs", "--max-num-active-seqs"), default=1024),
     seq_len=Knob(("--max-model-len",), unknown=MODEL_LEN),
     step_tokens=Knob(("--max-num-batched-tokens",), default=8192),
     graph=Knob(

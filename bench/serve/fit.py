@@ -78,8 +78,6 @@ def judge(fleet: list[Server], load: Load) -> Verdict:
         if load.capped:
             return Verdict(load, QUEUES, f"{c} in flight, the server runs {how} at once: raise {flag}", notes)
         notes.append(f"open loop without a cap: up to {c} in flight, over {how}; set max_concurrency to bound it")
-    elif c and not known:
-        notes.append(f"{c} in flight against a running limit {next(r.how for r in running if r.value is None)}")
     if c and (graphs := [s.graph.value for s in decode if s.graph.value is not None]):
         ranks = sum(s.ranks for s in decode)
         batch = math.ceil(min(c, total or c) / ranks)
@@ -108,6 +106,21 @@ def too_long(s: Server, load: Load) -> str | None:
     return None
 
 
+def warnings(fleet: list[Server], loads: list[Load]) -> list[str]:
+    """What could not be checked, once for all loads: limits the command leaves to memory or the model."""
+    out = [f"{s.name}: {note}" for s in fleet for note in s.notes]
+    decode = [s for s in fleet if s.role == "decode"] or fleet
+    most = max((x.in_flight or 0 for x in loads), default=0)
+    longest = max((x.max_total or 0 for x in loads), default=0)
+    for s in decode:
+        if s.running.value is None and most:
+            out.append(f"{s.name}: requests run at once {s.running.how}: {most} in flight not checked for queueing")
+    for s in fleet:
+        if s.seq_len.value is None and longest:
+            out.append(f"{s.name}: max sequence {s.seq_len.how}: requests of up to {longest:,} tokens not checked")
+    return out
+
+
 def limits_table(fleet: list[Server]) -> str:
     rows = [
         [
@@ -120,7 +133,7 @@ def limits_table(fleet: list[Server]) -> str:
         for s in fleet
     ]
     heads = ["server", "runs at once", "max sequence", "tokens per step", "CUDA graphs up to"]
-    return tabulate(rows, heads, tablefmt="github")
+    return tabulate(rows, heads, tablefmt="github", disable_numparse=True)
 
 
 def verdicts_table(verdicts: list[Verdict]) -> str:
@@ -132,7 +145,7 @@ def verdicts_table(verdicts: list[Verdict]) -> str:
         why = "; ".join(x for x in (load.skip, v.why, *v.notes) if x)
         rows.append([load.scenario, load.point, flight, lengths, v.verdict + (" (skipped)" if load.skip else ""), why])
     heads = ["scenario", "point", "in flight", "longest input/total", "verdict", "why"]
-    return tabulate(rows, heads, tablefmt="github")
+    return tabulate(rows, heads, tablefmt="github", disable_numparse=True)
 
 
 def check(command: str, loads: list[Load], engine: str | None = None, model_len: int | None = None):
@@ -146,12 +159,12 @@ def check(command: str, loads: list[Load], engine: str | None = None, model_len:
     return fleet, doors, [judge(fleet, load) for load in loads]
 
 
-def report(fleet: list[Server], doors: list[str], verdicts: list[Verdict], out=sys.stdout) -> int:
+def report(fleet: list[Server], doors: list[str], verdicts: list[Verdict], out=None) -> int:
     """Print the limits and the verdicts; 0 when every load fits, 1 when any would queue or be rejected."""
+    out = out or sys.stdout
     print(limits_table(fleet), file=out)
-    for s in fleet:
-        for note in s.notes:
-            print(f"note: {s.name}: {note}", file=out)
+    for warning in warnings(fleet, [v.load for v in verdicts]):
+        print(f"warning: {warning}", file=out)
     if doors:
         print(f"front door{'s' if len(doors) > 1 else ''} (no limits read): {', '.join(doors)}", file=out)
     print(file=out)

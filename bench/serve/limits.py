@@ -19,12 +19,17 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.serve import guards
-from bench.serve.engines import CAPS, MEMORY, MODEL_LEN, Caps, Knob
+from bench.serve.engines import CAPS, ENGINES, MEMORY, MODEL_LEN, Caps, Knob
 from bench.serve.options import read_options, read_yaml
 
 NAMED = re.compile(r"([A-Za-z0-9_.@-]+): (\S.*)")  # "NAME: command", a layout's line
+# A server's part in a prefill/decode layout: the engine's own flag says it (SGLang --disaggregation-mode,
+# TensorRT-LLM --server_role, vLLM's kv_role in --kv-transfer-config), else these words in the process's
+# name or its options file's name (trt-serve-disagg's disagg-ctx.yaml); else it does both.
 ROLES = {"prefill": "prefill", "context": "prefill", "kv_producer": "prefill"}
 ROLES |= {"decode": "decode", "generation": "decode", "kv_consumer": "decode"}
+ROLE_WORDS = {"prefill": "prefill", "context": "prefill", "ctx": "prefill"}
+ROLE_WORDS |= {"decode": "decode", "generation": "decode", "gen": "decode"}
 
 
 class Limit(NamedTuple):
@@ -49,13 +54,12 @@ class Server:
 
 def lines(text: str) -> list[tuple[str, list[str]]]:
     """(name, words) of every command in a one-line or one-line-per-process record."""
+    commands = [line.strip().removeprefix("+ ") for line in text.splitlines()]
+    commands = [line for line in commands if line and not line.startswith("#")]
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip().removeprefix("+ ")
-        if not line or line.startswith("#"):
-            continue
+    for n, line in enumerate(commands, 1):
         named = NAMED.fullmatch(line)
-        name, command = named.groups() if named else (f"line {n}" if n > 1 else "server", line)
+        name, command = named.groups() if named else ("server" if len(commands) == 1 else f"process {n}", line)
         try:
             out.append((name, shlex.split(command)))
         except ValueError:
@@ -195,7 +199,10 @@ def server(name: str, engine: str, args: list[str], model_hint: int | None = Non
     caps, notes = CAPS[engine], []
     base = engine.split("-")[0]
     options = read_options(base, args, caps, notes) if options is None else options
-    flag_on = lambda names: lookup(args, options, names, caps.options_win)[1] is not None  # noqa: E731
+
+    def flag_on(names: tuple[str, ...]) -> bool:
+        return lookup(args, options, names, caps.options_win)[1] is not None
+
     tp = number(lookup(args, options, caps.tp, caps.options_win)[0]) or 1
     # Ranks with limits of their own: vLLM's DP ranks, SGLang's replicas, TensorRT-LLM's attention-DP ranks.
     attn_dp = guards.dp_attention_size(args) if caps.shared_dp else 1
@@ -222,9 +229,19 @@ def server(name: str, engine: str, args: list[str], model_hint: int | None = Non
     graph = _graph(args, options, caps, tp, running, step, spec)
     if running.value is not None:
         running = Limit(running.value * own, running.how + (f" x {own} ranks" if own > 1 else ""))
-    role = next((ROLES[w] for f in caps.role_flags for v in guards.option_values(args, f) for w in ROLES if w in v), "")
-    role = role or next((ROLES[w] for w in ROLES if w in name.lower()), "both")
-    return Server(name, engine, role, running, seq, step, chunked, graph, max(own, attn_dp), caps, notes)
+    return Server(
+        name, engine, role(name, base, args, caps), running, seq, step, chunked, graph, max(own, attn_dp), caps, notes
+    )
+
+
+def role(name: str, engine: str, args: list[str], caps: Caps) -> str:
+    """The server's part in a layout: "prefill", "decode" or "both" (see ROLES)."""
+    for value in (v for flag in caps.role_flags for v in guards.option_values(args, flag)):
+        if said := next((ROLES[w] for w in ROLES if w in value.lower()), None):
+            return said
+    files = [Path(f).stem for f in guards.option_values(args, *ENGINES[engine].options_flags)]
+    words = set(re.split(r"[^a-z]+", " ".join([name, *files]).lower()))
+    return next((ROLE_WORDS[w] for w in ROLE_WORDS if w in words), "both")
 
 
 def _graph(args, options, caps: Caps, tp: int, running: Limit, step: Limit, spec: bool) -> Limit:
