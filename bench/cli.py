@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "report": ("bench.results.report", "Print comparison tables from a tree of run folders."),
     "plot": ("bench.results.plot", "Draw latency/throughput plots next to the run folders."),
     "import": ("bench.results.importer", "Import result JSON written by vLLM's benchmark into run folders."),
+    "summarize": ("bench.results.summarize", "Rebuild a run's summary.json from its records (after kill -9)."),
 }
 
 

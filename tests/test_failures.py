@@ -4,6 +4,7 @@ from the closed list, the summary's verdict and the exit status say the run fail
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import signal
 import socket
@@ -218,3 +219,73 @@ def test_redaction_is_by_name_not_by_substring():
     ]
     assert redact_text("vllm serve m --api-key s3cret -tp 8") == "vllm serve m --api-key <redacted> -tp 8"
     assert redact_text("http://u:p@h:1/v1?token=abc&x=1") == "http://<redacted>@h:1/v1?token=<redacted>&x=1"
+
+
+def test_kill_9_then_summarize_and_report_give_a_partial_row(slow_server, tmp_path, capsys):
+    out = tmp_path / "camp" / "calib" / "16-4" / "c2"
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "--base-url",
+        slow_server,
+        "--tokenizer",
+        TOKENIZER,
+        "--label",
+        "calib",
+    ]
+    cmd += ["--out", str(out), "--no-progress", "--concurrency", "2", "--num-prompts", "200"]
+    cmd += ["--input-len", "16", "--output-len", "4", "--campaign", "camp", "--scenario", "16-4"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = out / "requests.jsonl"
+    deadline = time.monotonic() + 60
+    while not (records.exists() and len(records.read_text().splitlines()) >= 4):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)  # polling a file for a condition, not timing the test
+    proc.kill()
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    # Before: the report names the folder it skipped and why, and finds nothing else.
+    assert main(["report", str(tmp_path / "camp")]) == 2
+    err = capsys.readouterr().err
+    assert f"skipped {out}: no summary.json" in err and f"bench summarize {out}" in err
+    done = len(list(read_records(records)))
+    assert main(["summarize", str(out)]) == 0
+    s = summary_of(out)
+    assert s["partial"] is True and s["completed"] == done and s["verdict"]["status"] == "partial"
+    assert "rebuilt" in s and s["client_cpu_s"] is None
+    assert main(["summarize", str(out)]) == 2  # nothing is overwritten without --force
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "camp")]) == 0
+    table = capsys.readouterr().out
+    assert "calib †" in table and "† calib 16-4 c2: partial: the run was interrupted" in table
+    assert main(["summarize", "--force", str(out)]) == 0 and (out / "summary.json.before-1").exists()
+
+
+def test_a_broken_summary_is_skipped_and_the_rest_reported(slow_server, tmp_path, capsys):
+    for name in ("a", "b"):
+        assert run(slow_server, tmp_path / name, "--label", name) == 0
+    (tmp_path / "b" / "summary.json").write_text("{not json")
+    assert main(["report", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped {tmp_path / 'b'}: cannot read" in captured.err and " a " in captured.out
+    assert main(["plot", str(tmp_path)]) == 0
+
+
+def test_failed_and_lossy_runs_are_marked_and_left_off_the_frontier(slow_server, tmp_path, capsys):
+    assert run(slow_server, tmp_path / "ok" / "c2", "--label", "ok") == 0
+    assert run(slow_server, tmp_path / "bad" / "c2", "--label", "bad", "--first-token-timeout", "0.1") == 1
+    assert main(["report", str(tmp_path), "--csv", str(tmp_path / "r.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "bad ✗" in out and "✗ bad 16-4 c2: failed: no request completed (timeout_first_token 4)" in out
+    rows = {r["engine"]: r for r in csv.DictReader(open(tmp_path / "r.csv"))}
+    assert rows["bad"]["flag"] == "✗" and rows["ok"]["flag"] == ""
+    from bench.results import plot, runfolder
+
+    series = plot.scenario_series(runfolder.find_runs(tmp_path))
+    (pts,) = [s["bad"] for s in series.values() if "bad" in s]
+    assert pts[0]["flag"] == "✗" and pts[0]["load_point"] == "c2 ✗"
+    pts[0]["interactivity"] = pts[0]["output_throughput"] = 1.0  # a failed run's numbers, made tempting
+    assert plot.frontier(pts, "output_throughput") == []
+    assert plot.frontier(pts, "output_throughput", include_flagged=True) == pts

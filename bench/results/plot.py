@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.instrument import metrics
 from bench.results.report import context, load_key, scenario_key, value
-from bench.results.runfolder import Run, runs_under
+from bench.results.runfolder import MARKS, Run, runs_under
 
 LATENCY_PANELS = [
     ("ttft_p50", "TTFT p50 (ms)"),
@@ -26,12 +26,22 @@ LATENCY_PANELS = [
 def add_arguments(p) -> None:
     p.add_argument("tree", metavar="RESULTS_TREE", help="Folder searched for run folders.")
     p.add_argument("--out", metavar="DIR", help="Write the PNGs under DIR (same layout) instead of next to the data.")
+    p.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="Let failed, partial and lossy runs (marked on the plots) count for the Pareto frontier too.",
+    )
 
 
 def point(run: Run) -> dict:
     """The numbers of one run that the scenario plots use."""
     s, gpus = run.summary, run.manifest.get("gpu_count")
-    p = {"load_point": run.load_point, "output_throughput": value(s, "output_throughput")}
+    mark = (run.flag or ("",))[0]
+    p = {
+        "load_point": f"{run.load_point} {mark}".strip(),
+        "flag": mark,
+        "output_throughput": value(s, "output_throughput"),
+    }
     p.update({m: value(s, m) for m, _ in LATENCY_PANELS})
     tpot = value(s, "tpot_p50")  # summary-only imports have no interactivity distribution
     p["interactivity"] = value(s, "interactivity_p50") or (1000 / tpot if tpot else None)
@@ -61,6 +71,12 @@ def pareto(points: list[dict], x: str = "interactivity", y: str = "throughput_pe
     return front[::-1]
 
 
+def frontier(points: list[dict], y: str, include_flagged: bool = False) -> list[dict]:
+    """The Pareto frontier of an engine's points; flagged runs (failed, partial, lossy) stay off it
+    unless asked, so a run that lost requests cannot set the line."""
+    return pareto([p for p in points if include_flagged or not p["flag"]], y=y)
+
+
 def cdf_series(records) -> dict[str, list[float]]:
     """Sorted per-request TTFTs and pooled ITLs in ms (the CDF's y is rank / count), as metrics defines them."""
     recs = metrics.timed_requests(records)
@@ -77,6 +93,13 @@ def _label_points(ax, xs, ys, labels) -> None:
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
 
 
+def _flag_legend(fig, series: dict[str, list[dict]], what: str) -> None:
+    """A line under the plot saying what the marks beside load points mean, when there are any."""
+    if any(p["flag"] for pts in series.values() for p in pts):
+        legend = ", ".join(f"{mark} {why}" for why, mark in MARKS.items())
+        fig.text(0.01, 0.005, f"Marked points ({legend}; see the report for why): {what}.", fontsize=8)
+
+
 def plot_latency(series: dict[str, list[dict]], runs: list[Run], scenario: str, path: Path, colors: dict[str, str]):
     import matplotlib.pyplot as plt
 
@@ -91,12 +114,20 @@ def plot_latency(series: dict[str, list[dict]], runs: list[Run], scenario: str, 
         ax.margins(0.12)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(title="engine")
+    _flag_legend(fig, series, "drawn as measured")
     fig.suptitle(_title(runs, f"Scenario {scenario}: output throughput vs latency (points labelled by load point)"))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_frontier(series: dict[str, list[dict]], runs: list[Run], scenario: str, path: Path, colors: dict[str, str]):
+def plot_frontier(
+    series: dict[str, list[dict]],
+    runs: list[Run],
+    scenario: str,
+    path: Path,
+    colors: dict[str, str],
+    include_flagged: bool = False,
+):
     import matplotlib.pyplot as plt
 
     per_gpu = all(p["throughput_per_gpu"] is not None for pts in series.values() for p in pts)
@@ -104,14 +135,23 @@ def plot_frontier(series: dict[str, list[dict]], runs: list[Run], scenario: str,
     fig, ax = plt.subplots(figsize=(10, 7), constrained_layout=True)
     for engine, pts in series.items():
         pts = [p for p in pts if p["interactivity"] is not None and p[y] is not None]
+        front = frontier(pts, y, include_flagged)
         (line,) = ax.plot(
-            [p["interactivity"] for p in pareto(pts, y=y)],
-            [p[y] for p in pareto(pts, y=y)],
+            [p["interactivity"] for p in front],
+            [p[y] for p in front],
             marker="o",
             label=engine,
             color=colors[engine],
         )
-        ax.scatter([p["interactivity"] for p in pts], [p[y] for p in pts], color=line.get_color(), alpha=0.4)
+        for flagged, marker in ((False, "o"), (True, "x")):
+            some = [p for p in pts if bool(p["flag"]) == flagged]
+            ax.scatter(
+                [p["interactivity"] for p in some],
+                [p[y] for p in some],
+                color=line.get_color(),
+                alpha=0.4,
+                marker=marker,
+            )
         _label_points(ax, [p["interactivity"] for p in pts], [p[y] for p in pts], [p["load_point"] for p in pts])
     ax.set(
         xlabel="Interactivity (tok/s/user, median over requests of 1 / TPOT)",
@@ -123,6 +163,7 @@ def plot_frontier(series: dict[str, list[dict]], runs: list[Run], scenario: str,
     ax.grid(alpha=0.3)
     ax.legend(title="engine (line: Pareto frontier)")
     ax.set_title(_title(runs, f"Scenario {scenario}: throughput vs interactivity"))
+    _flag_legend(fig, series, "on the frontier too" if include_flagged else "left out of the frontier")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -158,7 +199,7 @@ def _campaign_dir(run: Run, tree: Path) -> Path:
     return d if d == tree or tree in d.parents else tree
 
 
-def draw(tree, out=None) -> None:
+def draw(tree, out=None, include_flagged: bool = False) -> None:
     """Every plot of the runs under `tree`, next to them or under `out` in the same layout."""
     import matplotlib
 
@@ -172,10 +213,12 @@ def draw(tree, out=None) -> None:
         group = [r for r in runs if r.campaign == campaign and r.scenario == scenario]
         folder = base / _campaign_dir(group[0], tree).relative_to(tree)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, draw in (("throughput-latency", plot_latency), ("frontier", plot_frontier)):
-            path = folder / f"{scenario}-{name}.png"
-            draw(series, group, scenario, path, colors)
-            written.append(path)
+        path = folder / f"{scenario}-throughput-latency.png"
+        plot_latency(series, group, scenario, path, colors)
+        written.append(path)
+        path = folder / f"{scenario}-frontier.png"
+        plot_frontier(series, group, scenario, path, colors, include_flagged)
+        written.append(path)
     for run in runs:
         if run.has_records():
             folder = base / run.path.relative_to(tree)
@@ -187,5 +230,5 @@ def draw(tree, out=None) -> None:
 
 
 def main(args) -> int:
-    draw(args.tree, args.out)
+    draw(args.tree, args.out, args.include_flagged)
     return 0

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.results.runfolder import Run, runs_under
+from bench.results.runfolder import MARKS, Run, runs_under
 
 # name -> (column title, summary keys tried in order, higher is better)
 METRICS: dict[str, tuple[str, list[str], bool]] = {
@@ -111,9 +111,25 @@ def compare(runs: list[Run], baseline: str, metrics: list[str]) -> list[dict]:
             for m in metrics:
                 row[m] = value(r.summary, m)
                 row[f"{m}_gap_pct"] = gap(row[m], value(base.summary, m) if base else None)
+            mark, why = r.flag or ("", "")
+            row.update(flag=mark, flag_reason=why, notes=" | ".join(r.summary.get("notes") or []))
             row["run_dir"] = str(r.path)
             rows.append(row)
     return rows
+
+
+def _marked(row: dict) -> str:
+    """The marks a row's numbers carry: its flag, and * when a note explains one of them."""
+    return row["flag"] + ("*" if row["notes"] else "")
+
+
+def footnotes(rows: list[dict]) -> list[str]:
+    """One line per mark: which run it is on, and why."""
+    lines = [
+        f"{r['flag']} {r['engine']} {r['scenario']} {r['load_point']}: {r['flag_reason']}" for r in rows if r["flag"]
+    ]
+    lines += [f"* {r['engine']} {r['scenario']} {r['load_point']}: {r['notes']}" for r in rows if r["notes"]]
+    return lines
 
 
 def _cell(v: float | None, g: float | None, is_base: bool) -> str:
@@ -162,7 +178,7 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
         cols = ["Scenario", "Load"] + engines + [f"{e} vs {base}" for e in engines if e != base]
         body = [
             [s, lp]
-            + [_cell(by[e][head], None, True) if e in by else "-" for e in engines]
+            + [(_cell(by[e][head], None, True) + " " + _marked(by[e])).strip() if e in by else "-" for e in engines]
             + [
                 f"{by[e][head + '_gap_pct']:+.1f}%" if e in by and by[e][head + "_gap_pct"] is not None else "-"
                 for e in engines
@@ -184,7 +200,7 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
         # Detail: one row per engine and group, every chosen metric with its gap.
         cols = ["Scenario", "Load", "Engine"] + [METRICS[m][0] for m in metrics]
         body = [
-            [r["scenario"], r["load_point"], r["engine"]]
+            [r["scenario"], r["load_point"], f"{r['engine']} {_marked(r)}".strip()]
             + [_cell(r[m], r[f"{m}_gap_pct"], r["engine"] == base) for m in metrics]
             for r in crows
         ]
@@ -199,6 +215,12 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
             )
             + "\n"
         )
+        if notes := footnotes(crows):
+            legend = (
+                f"{MARKS['failed']} failed, {MARKS['partial']} partial, {MARKS['some failed']} some requests failed"
+            )
+            out.append(f"Marks ({legend}, * a note on the numbers):\n")
+            out.append("\n".join(f"- {line}" if md else f"  {line}" for line in notes) + "\n")
     return "\n".join(out)
 
 
