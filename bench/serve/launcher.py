@@ -31,6 +31,7 @@ from bench.errors import UserError, exit_status
 from bench.paths import RUN_DIR
 
 PROG = "python -m bench.serve.launcher"
+SAY_EVERY = 15.0  # seconds between "still waiting" lines while a server starts
 
 
 class LaunchError(UserError):
@@ -117,8 +118,17 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start(name: str, command: list[str], host: str, port: int, timeout: float, ready_path: str = "/health") -> int:
-    """Launch `command` detached, wait until http://host:port<ready_path> answers 200."""
+def start(
+    name: str,
+    command: list[str],
+    host: str,
+    port: int,
+    timeout: float,
+    ready_path: str = "/health",
+    about: str | None = None,
+) -> int:
+    """Launch `command` detached, wait until http://host:port<ready_path> answers 200 (a start
+    usually takes `about`, said while waiting)."""
     pid = running_pid(name)
     if pid is not None:
         raise LaunchError(f"{name} is already running (pid {pid}); stop it first with the matching stop recipe")
@@ -141,6 +151,10 @@ def start(name: str, command: list[str], host: str, port: int, timeout: float, r
                 f"cannot run {command[0]}: {e.strerror or e}; check the server command after --"
             ) from None
     pid_file(name).write_text(f"{proc.pid}\n")
+    usually = f", usually {about}" if about else ""
+    print(
+        f"started {name}; waiting until http://{host}:{port}{ready_path} answers{usually}", file=sys.stderr, flush=True
+    )
     try:
         _wait_until_ready(name, proc, f"http://{host}:{port}{ready_path}", timeout)
     except KeyboardInterrupt:
@@ -152,8 +166,12 @@ def start(name: str, command: list[str], host: str, port: int, timeout: float, r
 
 
 def _wait_until_ready(name: str, proc: subprocess.Popen, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline, said = started + timeout, started
     while not _answers(url):
+        if time.monotonic() - said >= SAY_EVERY:  # a long start says it is still going
+            said = time.monotonic()
+            print(f"  waiting for {name} ({said - started:.0f} s; log {log_file(name)})", file=sys.stderr, flush=True)
         if proc.poll() is not None:
             pid_file(name).unlink(missing_ok=True)
             tail = _tail(log_file(name))
@@ -211,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, required=True, help="Port the server listens on.")
     s.add_argument("--timeout", type=float, default=300, help="Seconds to wait for readiness.")
     s.add_argument("--ready-path", default="/health", help="Path that answers 200 once ready.")
+    s.add_argument("--about", help="How long a start usually takes, said while waiting, e.g. '40 s'.")
     s.add_argument("--engine", help="Engine name recorded for bench run's manifest.")
     s.add_argument("--label", help="Engine label recorded for bench run's manifest.")
     s.add_argument("--version", help="Engine version recorded for bench run's manifest.")
@@ -238,7 +257,7 @@ def run(args: argparse.Namespace) -> None:
         raise LaunchError("no server command given after --")
     name = f"{args.group}.{args.name}" if args.group else args.name
     try:
-        pid = start(name, command, args.host, args.port, args.timeout, args.ready_path)
+        pid = start(name, command, args.host, args.port, args.timeout, args.ready_path, args.about)
     except LaunchError:
         if args.group and members(args.group):
             print(f"stopping the rest of group {args.group}", file=sys.stderr)
