@@ -24,9 +24,17 @@ SUBCOMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with bad flags said as every other error is: one line, `bench <command>: ...`,
+    naming where the flags are described, exit 2 (argparse prints its usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that sub-command's module is imported (faster start)."""
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser = _Parser(prog="bench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
@@ -46,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     # A command with a `words` positional (campaign's key=value words) also takes the words that
     # follow a flag, which argparse leaves over; any other leftover is an error, as parse_args says.
     if rest and (not hasattr(args, "words") or any(w.startswith("-") for w in rest)):
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        prog = f"bench {args.command}"
+        parser.exit(2, f"{prog}: unrecognized arguments: {' '.join(rest)}; see `{prog} --help`\n")
     if rest:
         args.words = [*args.words, *rest]
     args.argv = ["bench", *argv]  # what was asked, for the manifest (also when called in-process)

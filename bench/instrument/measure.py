@@ -169,7 +169,10 @@ def run_folder(spec: RunSpec, label: str) -> Path:
     out = spec.out or paths.RESULTS / "runs" / f"{datetime.now():%Y%m%d-%H%M%S}-{label}-{load}"
     if out.exists() and any(out.iterdir()):
         raise UserError(f"run folder {out} already holds results; choose another --out (nothing is overwritten)")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run folder {out}: {e.strerror}; choose another --out") from None
     return out
 
 

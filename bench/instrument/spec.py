@@ -126,7 +126,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--extra-body",
-        type=json.loads,
+        type=_json_object,
         default={},
         help="JSON merged into every request body, e.g. '{\"temperature\": 0.6}'.",
     )
@@ -184,6 +184,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="First measure this client against the built-in calibration server at the same "
         "concurrency and keep its error bar in the manifest.",
     )
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object such as '{{\"temperature\": 0.6}}'")
+    return value
 
 
 def _share(text: str) -> float:
