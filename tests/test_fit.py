@@ -294,7 +294,7 @@ def test_campaign_refuses_a_point_that_would_queue_before_measuring_anything(rec
     err = capsys.readouterr().err
     assert err.startswith("bench campaign: the recorded serve command cannot hold 1 planned point(s)")
     assert (
-        "short c4 queues at the server: 4 in flight" in err and "--max_batch_size" in err and "--allow-queueing" in err
+        "short c4 queues at the server (4 in flight" in err and "--max_batch_size" in err and "--allow-queueing" in err
     )
     assert err.count("\n") == 1 and not (recorded["tmp"] / "results").exists()
 
@@ -310,7 +310,8 @@ def test_a_rejected_point_is_refused_even_with_allow_queueing(recorded, capsys):
     assert campaign(recorded, "--allow-queueing") == 2
     err = capsys.readouterr().err
     assert (
-        "short c1 rejected: input + output 76 tokens, over 64 (--max_seq_len)" in err and "raise --max_seq_len" in err
+        "short c1, short c4 rejected (input + output 76 tokens, over 64 (--max_seq_len)" in err
+        and "raise --max_seq_len" in err
     )
 
 

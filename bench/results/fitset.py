@@ -83,15 +83,15 @@ def check_campaign(port: int | None, record: dict | None, pts: list[Point], args
                 say(f"  note: {v.load.scenario} {v.load.point}: {note}")
     refused = [v for v in verdicts if v.verdict == REJECTED or (v.verdict == QUEUES and not args.allow_queueing)]
     if refused:
-        listed = "; ".join(f"{v.load.scenario} {v.load.point} {v.verdict}: {v.why}" for v in refused)
-        allow = (
-            " (or pass --allow-queueing to measure the queueing on purpose)"
-            if any(v.verdict == QUEUES for v in refused)
-            else ""
-        )
+        said = []
+        for kind in (QUEUES, REJECTED):  # the points of each kind, and why for the first (--dry-run shows each)
+            if these := [v for v in refused if v.verdict == kind]:
+                said.append(f"{', '.join(f'{v.load.scenario} {v.load.point}' for v in these)} {kind} ({these[0].why})")
+        queues = any(v.verdict == QUEUES for v in refused)
+        allow = " (or pass --allow-queueing to measure the queueing on purpose)" if queues else ""
         raise UserError(
             f"the recorded serve command cannot hold {len(refused)} planned point(s), so nothing was measured: "
-            f"{listed}; change the flag named in the serve recipe and restart the server, or leave the "
+            f"{'; '.join(said)}; change the flag named in the serve recipe and restart the server, or leave the "
             f"scenario out with --skip{allow}"
         )
 
