@@ -229,6 +229,18 @@ def test_the_module_judges_one_load_and_exits_by_the_verdict(capsys):
     assert err.startswith("python -m bench.serve.fit: no vLLM, SGLang or TensorRT-LLM server") and err.count("\n") == 1
 
 
+def test_the_set_command_takes_its_flags_on_either_side_of_the_set(capsys):
+    assert fitset.main(["industry", "--recipe", "mine", "--", TRT]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("mine against industry.toml") and "| 1024-1024  | c64     | 64" in out
+    assert fitset.main(["--recipe", "mine", "demo", "--", *shlex.split(TRT)]) == 1  # demo goes to c64
+    assert capsys.readouterr().out.startswith("mine against demo.toml")
+    assert fitset.main(["demo"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "no serve command after --: give the one a recipe prints, `just PRINT=1 RECIPE`\n"
+    )
+
+
 def cpu_engine_command() -> str:
     """The command `just cpu-serve` records, read from scripts/cpu.just with its variables filled in."""
     body = (ROOT / "scripts" / "cpu.just").read_text().split("-- \\\n", 1)[1].split("\n\n", 1)[0]

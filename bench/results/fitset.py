@@ -100,6 +100,8 @@ def check_campaign(port: int | None, record: dict | None, pts: list[Point], args
 
 
 def run(set_name: str, recipe: str, command: str) -> int:
+    if not command.strip():
+        raise UserError("no serve command after --: give the one a recipe prints, `just PRINT=1 RECIPE`")
     path = find_set(set_name)
     scenarios = load_set(path)
     fleet, doors = servers(command)
@@ -121,9 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", metavar="SET", help="Scenario set: a name in recipes/scenarios/ or a .toml file.")
     p.add_argument("--recipe", default="", help="The serve recipe the command came from (matched to the skip lists).")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="The serve command after --: one word, or the words.")
-    args = p.parse_args(argv)
-    words = args.command[1:] if args.command[:1] == ["--"] else args.command
+    p.add_argument("command", nargs="*", help="The serve command after --: one word (lines), or its words.")
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)  # the flags may stand before or after SET
+    args = p.parse_args(argv[:cut])
+    words = args.command + argv[cut + 1 :]
     text = words[0] if len(words) == 1 else shlex.join(words)
     return exit_status(PROG, lambda: run(args.scenarios, args.recipe, text))
 
