@@ -63,6 +63,8 @@ def check_campaign(port: int | None, record: dict | None, pts: list[Point], args
     """Before anything is measured: judge the planned points against the serve command recorded for the
     port; raise a UserError naming the points and the flags to change when any would be rejected, or would
     queue at the server without --allow-queueing. The dry run prints every verdict."""
+    if not pts:
+        return  # nothing left to measure
     if not record or not record.get("command"):
         say(f"fit check: no serve recipe recorded the server on port {port}, so no fit check was possible")
         return
