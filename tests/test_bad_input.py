@@ -65,7 +65,7 @@ def fill(text: str, places: dict) -> str:
 @pytest.mark.parametrize("what,command,message", rows(), ids=[r[0] for r in rows()])
 def test_each_wrong_input_gets_its_sentence(places, what, command, message):
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", "BENCH_RUN_DIR": places["run"]}
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "VLLM_VIA", "VLLM_VERSION", "MODEL", "PORT"):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "VLLM_VIA", "VLLM_VERSION", "MODEL", "PORT", "HOST"):
         env.pop(name, None)
     done = subprocess.run(
         ["bash", "-c", fill(command, places)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120

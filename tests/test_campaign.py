@@ -358,3 +358,21 @@ def test_a_self_check_in_run_args_is_kept_in_each_points_manifest(calibration, t
     for load, c in (("c1", 1), ("c2", 2)):
         check = read(tmp_path / "checked" / "calib" / "short" / load / "manifest.json")["self_check"]
         assert check["ok"] and check["concurrency"] == c and abs(check["ttft_mean_error_ms"]) < 5
+
+
+def test_just_bench_without_a_model_uses_the_servers_only_one_and_names_the_campaign_after_it(calibration, tmp_path):
+    env = {**os.environ, "RESULTS": str(tmp_path), "BENCH_PAUSE": "0"}
+    for name in ("MODEL", "SHAREGPT", "BENCH_HOOK"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [JUST, "--justfile", str(ROOT / "justfile"), "bench", f"url={calibration['base_url']}", "engine=calib"]
+        + [f"scenarios={calibration['set']}", "--skip=other", f"--run-args=--tokenizer {TOKENIZER}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "model: calibration, the only one the server serves" in done.stdout
+    assert (tmp_path / "quick-calibration" / "calib" / "short" / "c1" / "summary.json").is_file()

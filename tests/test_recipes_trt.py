@@ -311,7 +311,7 @@ def test_current_recipes_set_what_the_references_set(name):
     for words, argv, o in serving_commands(name):
         assert o["kv_cache_config"]["dtype"] == "fp8" and o["kv_cache_config"]["enable_block_reuse"] is False
         assert o["moe_config"]["backend"] == "CUTLASS"
-        assert o["stream_interval"] == 10  # explicit: it sets how many tokens one streamed chunk carries
+        assert o["stream_interval"] == 1  # explicit, and the same as every engine here: one token per chunk
         graphs = o.get("cuda_graph_config")
         if graphs is not None:  # a prefill-only server runs without graphs; every other batch has one
             assert graphs["enable_padding"] is True and graphs["max_batch_size"] == int(value(argv, "--max_batch_size"))

@@ -191,24 +191,35 @@ def plan(
     return sweeps
 
 
+def campaign_name(args, path: Path, words: dict[str, str], from_server: bool = False) -> str:
+    campaign = args.name or campaign_cli.default_name(path, args.model, words, from_server)
+    if not NAME.fullmatch(campaign):
+        raise UserError(f"campaign name {campaign!r} must be letters, digits, '.', '_' or '-'")
+    return campaign
+
+
 def main(args) -> int:
     words = campaign_cli.apply(args)
     path = find_set(args.scenarios)
     scenarios = load_set(path)
-    campaign = args.name or campaign_cli.default_name(path, args.model, words)
-    if not NAME.fullmatch(campaign):
-        raise UserError(f"campaign name {campaign!r} must be letters, digits, '.', '_' or '-'")
+    campaign = campaign_name(args, path, words)
     if args.pause < 0:
         raise UserError("--pause cannot be negative")
     extra = shlex.split(args.run_args)
     if clash := [a for a in extra if a.split("=")[0] in OWNED]:
         raise UserError(f"--run-args cannot set {', '.join(clash)}: the campaign sets it for every point")
-    engines = engine_names(args)
-    label, max_len = engines[0], None
-    if not args.dry_run:  # one clear error now, not one per point, when no server answers
+    max_len = None
+    if not args.dry_run:  # one clear error now, not one per point, when no server answers (or what it serves)
         from bench.instrument import probe
 
-        max_len = probe.discover(args.base_url, args.model, os.environ.get("OPENAI_API_KEY")).max_model_len
+        info = probe.discover(args.base_url, args.model, os.environ.get("OPENAI_API_KEY"))
+        max_len = info.max_model_len
+        if not info.model_given:
+            say(f"model: {info.model}, the only one the server serves")
+            args.model = info.model
+            campaign = campaign_name(args, path, words, from_server=True)
+    engines = engine_names(args)
+    label = engines[0]
 
     # Plan: what is skipped, what is left to measure.
     folder = args.results / campaign / label

@@ -144,6 +144,8 @@ def apply(args) -> dict[str, str]:
     return {k: v for k, v in words.items() if v}
 
 
-def default_name(set_path: Path, model: str | None, words: dict[str, str]) -> str:
-    """The set's name, followed by the model's basename when the model came as a model= word."""
-    return f"{set_path.stem}-{Path(model).name}" if model and "model" in words else set_path.stem
+def default_name(set_path: Path, model: str | None, words: dict[str, str], from_server: bool = False) -> str:
+    """The set's name, followed by the model's basename when the model came as a model= word, or,
+    in the `just bench` spelling (words given) with no model named, is the server's only one."""
+    named = "model" in words or (from_server and bool(words))
+    return f"{set_path.stem}-{Path(model).name}" if model and named else set_path.stem
