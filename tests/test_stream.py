@@ -155,3 +155,29 @@ def test_an_error_event_on_the_fast_path_is_recorded():
     reader, rec = read_all([(d, float(i)) for i, d in enumerate(reads_at_event_boundaries(body))])
     assert reader.general is not None
     assert rec.error_kind == "http_5xx" and "engine died" in rec.error
+
+
+def test_the_reader_sees_done_in_any_read_and_requires_it():
+    """Reads as a server's writes arrive: one per event, all events in one read, [DONE] with the
+    last usage event and the end of body apart; a body ending without [DONE] is truncated."""
+    events = [sse(completion("a", 1)), sse(completion("b", 2)), sse(b"[DONE]")]
+    frames = [b"%x\r\n%s\r\n" % (len(e), e) for e in events]
+    end = b"0\r\n\r\n"
+    for reads in (
+        [HEAD, *frames, end],
+        [HEAD + frames[0], frames[1] + frames[2], end],
+        [HEAD + b"".join(frames) + end],
+        [HEAD + frames[0] + frames[1], frames[2] + end],
+    ):
+        r = ResponseReader("completions")
+        for data in reads:
+            r.feed(data, 1.0)
+        rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+        r.result().fill(rec)
+        assert rec.error == "" and rec.completion_tokens == 2, (reads, rec.error)
+    r = ResponseReader("completions")
+    for data in (HEAD, frames[0], frames[1], end):
+        r.feed(data, 1.0)
+    rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    r.result().fill(rec)
+    assert rec.error_kind == "truncated" and "[DONE]" in rec.error

@@ -16,6 +16,7 @@ _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _EVENT_END = b"\n\n\r\n"  # an SSE event's blank line, then the CRLF that closes its HTTP chunk
 _EVENT_START = b"data: {"
 _DONE = b"data: [DONE]"
+_DONE_END = _DONE + _EVENT_END
 END = b"\r\n0\r\n\r\n"  # the last data chunk's CRLF and the zero-size chunk that ends the body
 
 
@@ -80,6 +81,8 @@ class ResponseReader:
                         self.tokens.append(done - seen)
                         seen = done
                 self.seen, self.last, self.tail = seen, data, data
+                if data.endswith(_DONE_END):  # the stream's last event, read before its end of body
+                    self.done = True
                 return False
         return self._feed(data, t)
 
