@@ -25,11 +25,10 @@ class OpenAITransport:
         count: TokenCounter,
         connect_timeout: float | None = None,
     ):
-        import httpx
         import openai
 
         self.api, self.count = api, count
-        limits = httpx.Timeout(timeout, connect=connect_timeout)  # the SDK has no first-token limit
+        limits = openai.Timeout(timeout, connect=connect_timeout)  # the SDK has no first-token limit
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=limits)
         self.errors = (openai.APIError,)
         self.kinds = {openai.APITimeoutError: "timeout_total", openai.APIConnectionError: "server_gone"}
