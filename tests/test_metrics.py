@@ -175,3 +175,66 @@ def test_format_summary_table():
     ttft_row = next(line for line in text.splitlines() if line.startswith("TTFT (ms)"))
     assert "333.33" in ttft_row and "496.00" in ttft_row
     assert "http_5xx: 1" in text and "1 of 7" in text
+
+
+def test_chunks_sent_together_are_counted_and_explained():
+    from bench.instrument.verdict import judge, notes
+
+    # Three chunks of which the last two arrived together (gap 0), in one of two requests.
+    together = Record(
+        id=0,
+        warmup=False,
+        scheduled=0.0,
+        sent=0.0,
+        first=0.1,
+        last=0.2,
+        chunk_times=[0.1, 0.2, 0.2],
+        chunk_tokens=[1, 1, 1],
+        completion_tokens=3,
+    )
+    apart = Record(
+        id=1,
+        warmup=False,
+        scheduled=0.0,
+        sent=0.0,
+        first=0.1,
+        last=0.3,
+        chunk_times=[0.1, 0.2, 0.3],
+        chunk_tokens=[1, 1, 1],
+        completion_tokens=3,
+    )
+    s = summarise([together, apart])
+    assert s["zero_gap_chunks"] == 1 and s["zero_gap_share"] == 0.25 and s["requests_with_zero_gaps"] == 0.5
+    assert "25% of the chunk gaps are under 0.1 ms" in notes(s)[0]
+    assert notes(summarise([apart])) == []
+    assert judge(s, 0.99) == {"status": "ok", "reasons": []}
+
+
+def test_the_verdict_counts_interrupted_requests_apart():
+    from bench.instrument.verdict import judge
+
+    ok = [
+        Record(
+            id=i,
+            warmup=False,
+            scheduled=0.0,
+            sent=0.0,
+            first=0.1,
+            last=0.2,
+            chunk_times=[0.1, 0.2],
+            chunk_tokens=[1, 1],
+            completion_tokens=2,
+        )
+        for i in range(98)
+    ]
+    cut = [
+        Record(id=98 + i, warmup=False, scheduled=0.0, sent=0.0, error="cut", error_kind="interrupted")
+        for i in range(2)
+    ]
+    s = summarise(ok + cut)
+    assert (s["completed"], s["failed"], s["interrupted"], s["success_rate"]) == (98, 0, 2, 1.0)
+    bad = [Record(id=200, warmup=False, scheduled=0.0, sent=0.0, error="x", error_kind="http_5xx")] * 2
+    s = summarise(ok + bad)
+    assert s["failed"] == 2 and judge(s, 0.99)["status"] == "failed"
+    assert "98.0% of the requests succeeded, below --min-success 99% (http_5xx 2)" in judge(s, 0.99)["reasons"][0]
+    assert judge(s, 0.98)["status"] == "ok"
