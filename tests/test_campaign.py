@@ -307,24 +307,19 @@ def test_a_set_is_needed(capsys):
     assert "no scenario set: give one as SET or scenarios=NAME" in capsys.readouterr().err
 
 
+def just_bench(calibration, results: Path, *words: str, **env_extra: str) -> subprocess.CompletedProcess:
+    """`just bench` itself against the calibration server, with MODEL, SHAREGPT and the hook unset."""
+    env = {**os.environ, "RESULTS": str(results), "BENCH_PAUSE": "0", **env_extra}
+    for name in ("MODEL", "SHAREGPT", *(n for n in ("BENCH_HOOK",) if n not in env_extra)):
+        env.pop(name, None)
+    argv = [JUST, "--justfile", str(ROOT / "justfile"), "bench", f"url={calibration['base_url']}", "engine=calib"]
+    argv += [f"scenarios={calibration['set']}", f"--run-args=--tokenizer {TOKENIZER}", *words]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_just_bench_calls_the_campaign_with_the_recipes_defaults(calibration, tmp_path):
     hook_log = tmp_path / "hook.log"
-    env = {
-        **os.environ,
-        "RESULTS": str(tmp_path),
-        "BENCH_PAUSE": "0",
-        "BENCH_HOOK": f"echo $BENCH_SCENARIO >> {hook_log}",
-    }
-    env.pop("SHAREGPT", None)
-    done = subprocess.run(
-        [JUST, "--justfile", str(ROOT / "justfile"), "bench", f"url={calibration['base_url']}", "model=calibration"]
-        + [f"scenarios={calibration['set']}", "engine=calib", f"--run-args=--tokenizer {TOKENIZER}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = just_bench(calibration, tmp_path, "model=calibration", BENCH_HOOK=f"echo $BENCH_SCENARIO >> {hook_log}")
     assert done.returncode == 0, done.stderr
     assert "Output tok/s by engine" in done.stdout
     assert hook_log.read_text().split() == ["other"]  # BENCH_HOOK reached the campaign
@@ -361,18 +356,7 @@ def test_a_self_check_in_run_args_is_kept_in_each_points_manifest(calibration, t
 
 
 def test_just_bench_without_a_model_uses_the_servers_only_one_and_names_the_campaign_after_it(calibration, tmp_path):
-    env = {**os.environ, "RESULTS": str(tmp_path), "BENCH_PAUSE": "0"}
-    for name in ("MODEL", "SHAREGPT", "BENCH_HOOK"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [JUST, "--justfile", str(ROOT / "justfile"), "bench", f"url={calibration['base_url']}", "engine=calib"]
-        + [f"scenarios={calibration['set']}", "--skip=other", f"--run-args=--tokenizer {TOKENIZER}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = just_bench(calibration, tmp_path, "--skip=other")
     assert done.returncode == 0, done.stderr
     assert "model: calibration, the only one the server serves" in done.stdout
     assert (tmp_path / "quick-calibration" / "calib" / "short" / "c1" / "summary.json").is_file()

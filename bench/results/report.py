@@ -161,8 +161,15 @@ def context(runs: list[Run]) -> str:
     )
 
 
-def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: bool) -> str:
+def _table(body: list[list[str]], cols: list[str], fmt: str, labels: int) -> str:
+    """A table whose first `labels` columns are names (left) and the rest numbers (right)."""
     from tabulate import tabulate
+
+    align = ("left",) * labels + ("right",) * (len(cols) - labels)
+    return tabulate(body, headers=cols, tablefmt=fmt, disable_numparse=True, colalign=align) + "\n"
+
+
+def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: bool) -> str:
 
     out = []
     for camp in dict.fromkeys(r["campaign"] for r in rows):
@@ -187,16 +194,7 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
             for (s, lp), by in wide.items()
         ]
         out.append(f"{METRICS[head][0]} by engine; {SIGN}.\n")
-        out.append(
-            tabulate(
-                body,
-                headers=cols,
-                tablefmt=fmt,
-                disable_numparse=True,
-                colalign=("left", "left") + ("right",) * (len(cols) - 2),
-            )
-            + "\n"
-        )
+        out.append(_table(body, cols, fmt, labels=2))
         # Detail: one row per engine and group, every chosen metric with its gap.
         cols = ["Scenario", "Load", "Engine"] + [METRICS[m][0] for m in metrics]
         body = [
@@ -205,16 +203,7 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
             for r in crows
         ]
         out.append(f"Per engine, baseline {base}; (gap %) as above.\n")
-        out.append(
-            tabulate(
-                body,
-                headers=cols,
-                tablefmt=fmt,
-                disable_numparse=True,
-                colalign=("left",) * 3 + ("right",) * len(metrics),
-            )
-            + "\n"
-        )
+        out.append(_table(body, cols, fmt, labels=3))
         if notes := footnotes(crows):
             legend = (
                 f"{MARKS['failed']} failed, {MARKS['partial']} partial, {MARKS['some failed']} some requests failed"
