@@ -205,7 +205,7 @@ def test_chunks_sent_together_are_counted_and_explained():
     )
     s = summarise([together, apart])
     assert s["zero_gap_chunks"] == 1 and s["zero_gap_share"] == 0.25 and s["requests_with_zero_gaps"] == 0.5
-    assert "25% of the chunk gaps are under 0.1 ms" in notes(s)[0]
+    assert "25.0% of the chunk gaps are under 0.1 ms" in notes(s)[0]
     assert notes(summarise([apart])) == []
     assert judge(s, 0.99) == {"status": "ok", "reasons": []}
 

@@ -38,7 +38,7 @@ def notes(summary: dict) -> list[str]:
     share = summary.get("zero_gap_share")
     if share is not None and share > TOGETHER_NOTE:
         out.append(
-            f"{share:.0%} of the chunk gaps are under 0.1 ms: the server sent those chunks together (or the "
+            f"{share:.1%} of the chunk gaps are under 0.1 ms: the server sent those chunks together (or the "
             "client read them together), so the ITL percentiles hold zeros; read the token ITL and TPOT"
         )
     return out
