@@ -1,0 +1,129 @@
+"""The run checks on hand-made telemetry (server.jsonl lines) and records: each figure and verdict."""
+
+from __future__ import annotations
+
+from bench.instrument.checks import run_checks
+from bench.instrument.records import Record
+
+
+def recs(n: int = 10, prompt: int = 100, out: int = 20) -> list[Record]:
+    return [
+        Record(
+            id=i,
+            warmup=False,
+            scheduled=0.0,
+            sent=0.0,
+            first=0.05,
+            last=0.5,
+            chunk_times=[0.05, 0.5],
+            chunk_tokens=[1, out - 1],
+            prompt_tokens=prompt,
+            completion_tokens=out,
+        )
+        for i in range(n)
+    ]
+
+
+def scrape(phase: str, t: float, **values) -> dict:
+    hist = values.pop("ttft", None)
+    line = {"kind": "scrape", "t": t, "phase": phase, "took_ms": 3.0, "values": values, "histograms": {}}
+    if hist:
+        line["histograms"]["ttft"] = {"sum": hist[0], "count": hist[1], "buckets": []}
+    return line
+
+
+MANIFEST = {"workload": {"input_len": 100, "prefix_len": 0}, "load": {"concurrency": 4, "rate": None}, "gpus": []}
+SUMMARY = {"mean_ttft_ms": 50.0, "duration": 10.0, "p99_send_lag_ms": 0.2}
+
+
+def by_name(checks: list[dict]) -> dict:
+    return {c["check"]: c for c in checks}
+
+
+def test_a_clean_run_passes_every_check():
+    server = [
+        scrape(
+            "before",
+            0.0,
+            prefix_queries=0,
+            prefix_hits=0,
+            preemptions=0,
+            prompt_tokens=500,
+            generation_tokens=90,
+            ttft=(1.0, 20),
+        )
+    ]
+    server += [scrape("measure", 1.0 + i, running=4, waiting=0, kv_usage=0.3) for i in range(8)]
+    server.append(
+        scrape(
+            "after",
+            10.0,
+            prefix_queries=1000,
+            prefix_hits=0,
+            preemptions=0,
+            prompt_tokens=1500,
+            generation_tokens=290,
+            ttft=(1.49, 30),
+        )
+    )
+    c = by_name(run_checks(recs(), server, MANIFEST, SUMMARY))
+    assert {k: v["status"] for k, v in c.items()} == {
+        "prefix_cache": "pass",
+        "preemptions": "pass",
+        "tokens_prompt": "pass",
+        "tokens_generated": "pass",
+        "ttft_agreement": "pass",
+        "queueing": "pass",
+        "kv_cache": "pass",
+        "steadiness": "pass",
+        "client_send_lag": "pass",
+    }
+    assert c["ttft_agreement"]["figure"] == 1.0  # client 50 ms, engine (0.49 s / 10) 49 ms
+
+
+def test_what_went_wrong_fails_or_warns_with_its_figure():
+    server = [
+        scrape("before", 0.0, prefix_queries=0, prefix_hits=0, preemptions=0, prompt_tokens=0, generation_tokens=0)
+    ]
+    server += [scrape("measure", 1.0 + i, running=4 if i % 2 else 1, waiting=3, kv_usage=0.99) for i in range(8)]
+    server.append(
+        scrape(
+            "after",
+            10.0,
+            prefix_queries=1000,
+            prefix_hits=500,
+            preemptions=7,
+            prompt_tokens=1000,
+            generation_tokens=150,
+        )
+    )
+    c = by_name(run_checks(recs(), server, MANIFEST, SUMMARY))
+    assert c["prefix_cache"]["status"] == "fail" and c["prefix_cache"]["figure"] == 0.5
+    assert c["preemptions"]["status"] == "fail" and c["preemptions"]["figure"] == 7
+    assert c["tokens_generated"]["status"] == "fail" and "(-25.0%)" in c["tokens_generated"]["why"]
+    assert c["queueing"]["status"] == "warn" and c["queueing"]["figure"] == 3
+    assert c["kv_cache"]["status"] == "warn" and c["steadiness"]["status"] == "warn"
+
+
+def test_a_shared_prefix_is_expected_in_the_cache():
+    manifest = {**MANIFEST, "workload": {"input_len": 100, "prefix_len": 50}}
+    server = [
+        scrape("before", 0.0, prefix_queries=0, prefix_hits=0),
+        scrape("after", 9.0, prefix_queries=1000, prefix_hits=480),
+    ]
+    c = by_name(run_checks(recs(), server, manifest, SUMMARY))
+    assert c["prefix_cache"]["status"] == "pass" and c["prefix_cache"]["limit"] == 0.5
+
+
+def test_no_telemetry_leaves_only_the_client_checks():
+    assert [c["check"] for c in run_checks(recs(), [], MANIFEST, SUMMARY)] == ["client_send_lag"]
+
+
+def test_hardware_share_of_the_gpus_peak():
+    manifest = {**MANIFEST, "gpus": [{"name": "NVIDIA H200"}] * 8, "gpu_count": 8}
+    server = [
+        scrape("before", 0.0, flops=0, read_bytes=0, write_bytes=0),
+        scrape("after", 10.0, flops=8 * 10 * 500e12, read_bytes=8 * 10 * 2.4e12, write_bytes=0),
+    ]
+    (hw,) = [c for c in run_checks(recs(), server, manifest, SUMMARY) if c["check"] == "hardware"]
+    assert round(hw["figure"]["tflops_per_gpu"]) == 500 and "25.3% of FP8 peak and 50.0% of HBM" in hw["why"]
