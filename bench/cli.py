@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "plot": ("bench.results.plot", "Draw latency/throughput plots next to the run folders."),
     "import": ("bench.results.importer", "Import result JSON written by vLLM's benchmark into run folders."),
     "summarize": ("bench.results.summarize", "Rebuild a run's summary.json from its records (after kill -9)."),
+    "check": ("bench.results.check", "Print the checks of runs: prefix cache, preemptions, queueing, tokens, ..."),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from bench.instrument.checks import run_checks
 from bench.instrument.records import Record
 
@@ -127,3 +129,31 @@ def test_hardware_share_of_the_gpus_peak():
     ]
     (hw,) = [c for c in run_checks(recs(), server, manifest, SUMMARY) if c["check"] == "hardware"]
     assert round(hw["figure"]["tflops_per_gpu"]) == 500 and "25.3% of FP8 peak and 50.0% of HBM" in hw["why"]
+
+
+def test_bench_check_and_the_timeline_read_a_run_folder(tmp_path, capsys):
+    import json
+
+    from bench.cli import main
+    from bench.results import timeline
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "requests.jsonl").write_text("".join(r.to_json().decode() + "\n" for r in recs()))
+    (run / "manifest.json").write_text(json.dumps(MANIFEST))
+    (run / "summary.json").write_text(json.dumps(SUMMARY))
+    server = [scrape("warmup", 0.0, running=1, generation_tokens=0)]
+    server += [scrape("before", 1.0, preemptions=0, generation_tokens=10)]
+    server += [scrape("measure", 2.0 + i, running=4, waiting=0, generation_tokens=10 + 100 * (i + 1)) for i in range(6)]
+    server += [scrape("after", 8.0, preemptions=2, generation_tokens=700)]
+    (run / "server.jsonl").write_text("".join(json.dumps(s) + "\n" for s in server))
+    assert main(["check", str(run), "--write"]) == 1  # the preemptions fail it
+    out = capsys.readouterr().out
+    assert re.search(r"preemptions +fail +2 preemptions", out)
+    assert {c["check"] for c in json.loads((run / "summary.json").read_text())["checks"]} >= {"preemptions", "queueing"}
+    s = timeline.timeline_series(server)
+    assert s["window"] == (1.0, 8.0) and s["tokens_per_s"][3] == 100.0
+    assert (
+        timeline.plot_timeline(server, "t", tmp_path / "timeline.png")
+        and (tmp_path / "timeline.png").stat().st_size > 0
+    )

@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 from bench.instrument import metrics
+from bench.instrument.checks import read_server
 from bench.results.report import context, load_key, scenario_key, value
 from bench.results.runfolder import MARKS, Run, runs_under
+from bench.results.timeline import plot_timeline
 
 LATENCY_PANELS = [
     ("ttft_p50", "TTFT p50 (ms)"),
@@ -220,11 +222,15 @@ def draw(tree, out=None, include_flagged: bool = False) -> None:
         plot_frontier(series, group, scenario, path, colors, include_flagged)
         written.append(path)
     for run in runs:
+        folder = base / run.path.relative_to(tree)
         if run.has_records():
-            folder = base / run.path.relative_to(tree)
             folder.mkdir(parents=True, exist_ok=True)
             plot_cdf(cdf_series(run.records()), run, folder / "cdf-ttft-itl.png")
             written.append(folder / "cdf-ttft-itl.png")
+        server = read_server(run.path / "server.jsonl")
+        title = f"engine {run.engine}, scenario {run.scenario}, load {run.load_point}"
+        if server and plot_timeline(server, title, folder / "server-timeline.png"):
+            written.append(folder / "server-timeline.png")
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
 

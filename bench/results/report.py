@@ -113,14 +113,17 @@ def compare(runs: list[Run], baseline: str, metrics: list[str]) -> list[dict]:
                 row[f"{m}_gap_pct"] = gap(row[m], value(base.summary, m) if base else None)
             mark, why = r.flag or ("", "")
             row.update(flag=mark, flag_reason=why, notes=" | ".join(r.summary.get("notes") or []))
+            doubts = [c for c in r.summary.get("checks") or [] if c.get("status") != "pass"]
+            row["checks"] = " | ".join(f"{c['check']} {c['status']}: {c['why']}" for c in doubts)
             row["run_dir"] = str(r.path)
             rows.append(row)
     return rows
 
 
 def _marked(row: dict) -> str:
-    """The marks a row's numbers carry: its flag, and * when a note explains one of them."""
-    return row["flag"] + ("*" if row["notes"] else "")
+    """The marks a row's numbers carry: its flag, * when a note explains one of them, and ? when a
+    check of the run warns or fails."""
+    return row["flag"] + ("*" if row["notes"] else "") + ("?" if row["checks"] else "")
 
 
 def footnotes(rows: list[dict]) -> list[str]:
@@ -129,6 +132,7 @@ def footnotes(rows: list[dict]) -> list[str]:
         f"{r['flag']} {r['engine']} {r['scenario']} {r['load_point']}: {r['flag_reason']}" for r in rows if r["flag"]
     ]
     lines += [f"* {r['engine']} {r['scenario']} {r['load_point']}: {r['notes']}" for r in rows if r["notes"]]
+    lines += [f"? {r['engine']} {r['scenario']} {r['load_point']}: {r['checks']}" for r in rows if r["checks"]]
     return lines
 
 
@@ -208,7 +212,7 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
             legend = (
                 f"{MARKS['failed']} failed, {MARKS['partial']} partial, {MARKS['some failed']} some requests failed"
             )
-            out.append(f"Marks ({legend}, * a note on the numbers):\n")
+            out.append(f"Marks ({legend}, * a note on the numbers, ? a check that warns or fails):\n")
             out.append("\n".join(f"- {line}" if md else f"  {line}" for line in notes) + "\n")
     return "\n".join(out)
 
