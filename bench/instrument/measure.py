@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from bench import paths
 from bench.errors import UserError
-from bench.instrument import manifest, metrics, probe, schedule, served, verdict, workload
+from bench.instrument import checks, manifest, metrics, probe, schedule, served, verdict, workload
 from bench.instrument.records import RecordWriter, read_records
 from bench.instrument.runner import Load, Runner
 from bench.instrument.spec import RunSpec
@@ -90,6 +90,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     summary["client_cpu_ms_per_1k_chunks"] = round(1e6 * cpu / chunks, 3) if chunks else None
     summary["verdict"] = verdict.judge(summary, spec.min_success)
     summary["notes"] = verdict.notes(summary)
+    summary["checks"] = checks.run_checks(records, checks.read_server(out / "server.jsonl"), man, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     man["partial"] = partial
     manifest.write(out / "manifest.json", man)
