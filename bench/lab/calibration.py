@@ -14,6 +14,11 @@ chunks per second.
 A request may override the timing with a body field
 `"calibration": {"ttft_ms": 10, "itl_ms": 5, "tokens_per_chunk": 3}`.
 
+GET /metrics answers Prometheus text counting what was served (bench.lab.calibration_metrics).
+--usage-scale X makes every usage the server REPORTS (per chunk, at the end of a stream, in a
+non-streamed answer) round(X * true tokens) while /metrics still counts the truth: a server whose
+usage and counters disagree, on purpose.
+
 The log (--log) gets one JSON line per request when it ends. Lines are written in batches when
 the scheduler goes back to the sockets (within about a millisecond), always before the server
 reads its next request (so once a client got any later answer, even /health, the entries of
@@ -56,6 +61,7 @@ import orjson
 from bench.errors import UserError, exit_status
 from bench.lab.calibration_faults import FAULTS, Faults, parse_shares
 from bench.lab.calibration_http import Listener, Stream
+from bench.lab.calibration_metrics import Counts
 from bench.paths import ROOT
 
 READY = "calibration server ready on "
@@ -211,6 +217,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fault-seed", type=int, default=0, help="Seed of the fault draws (same seed, same faults).")
     p.add_argument("--exit-after", type=int, help="Exit (status 3, as a crash) when this many requests have come.")
     p.add_argument(
+        "--usage-scale",
+        type=float,
+        default=1.0,
+        help="Report round(X * true tokens) in every usage while /metrics counts the truth, to test "
+        "that a usage/counter disagreement is caught (default 1.0: the truth).",
+    )
+    p.add_argument(
         "--loop",
         choices=["auto", "uvloop", "asyncio"],
         default="auto",
@@ -226,6 +239,7 @@ async def serve(args: argparse.Namespace) -> None:
     except ValueError as e:
         raise UserError(f"--faults: {e}.") from None
     info = {"model": args.model, "max_model_len": args.max_model_len, "defaults": defaults, "faults": faults}
+    info |= {"counts": Counts(), "usage_scale": args.usage_scale}
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -300,12 +314,14 @@ def start_server(
     timeout: float = 30.0,
     faults: str = "",
     exit_after: int | None = None,
+    usage_scale: float = 1.0,
 ) -> subprocess.Popen:
     """Start the server in a subprocess and return once it printed its ready line.
 
     port=0 picks a free port; the returned Popen carries `.port` and `.base_url`.
     cpu=N pins the server to that core with `taskset -c N`. Stop it with stop_server().
-    faults / exit_after: the --faults and --exit-after options (bench.lab.calibration_faults).
+    faults / exit_after: the --faults and --exit-after options (bench.lab.calibration_faults);
+    usage_scale: --usage-scale (the usage lies by that factor, /metrics does not).
     """
     cmd = [
         sys.executable,
@@ -333,6 +349,7 @@ def start_server(
         faults,
     ]
     cmd += ["--exit-after", str(exit_after)] if exit_after else []
+    cmd += ["--usage-scale", str(usage_scale)] if usage_scale != 1.0 else []
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     root = str(ROOT)

@@ -25,6 +25,7 @@ from bench.instrument.kernel_clock import (
     realtime_offset,
 )
 from bench.lab.calibration_faults import HEADER, STATUS
+from bench.lab.calibration_metrics import CONTENT_TYPE as METRICS_TYPE
 from bench.lab.calibration_openai import BadRequest, encode, error_body, parse_request
 
 MAX_HEAD, MAX_BODY = 65536, 64 << 20
@@ -33,7 +34,7 @@ _ids = itertools.count(1)
 perf_counter = time.perf_counter
 
 
-def response(status: int, body: bytes, extra: str = "") -> bytes:
+def response(status: int, body: bytes, extra: str = "", ctype: str = "application/json") -> bytes:
     reason = {
         200: "OK",
         400: "Bad Request",
@@ -48,7 +49,7 @@ def response(status: int, body: bytes, extra: str = "") -> bytes:
     }[status]
     return (
         f"HTTP/1.1 {status} {reason}\r\nserver: bench-calibration\r\n"
-        f"content-type: application/json\r\n"
+        f"content-type: {ctype}\r\n"
         f"content-length: {len(body)}\r\n{extra}\r\n"
     ).encode("latin-1") + body
 
@@ -156,8 +157,10 @@ class Stream:
             entry = self.entry
             entry.update(times, error=error, tokens=entry["tokens"][: len(self.sent)])
             line = orjson.dumps(entry)
+            self.conn.info["counts"].ended(sum(entry["tokens"]))
         else:
             line = self.prefix + orjson.dumps(times)[1:]
+            self.conn.info["counts"].ended(self.entry["completion_tokens"])
         self.sched.finished(self, line + b"\n")
 
 
@@ -183,6 +186,7 @@ def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float,
         entry["fault"] = fault
     first = received + plan.ttft
     answer = encode(plan, chat, rid, conn.info["model"])
+    conn.info["counts"].started(plan.prompt)  # /metrics counts the truth; the usage may be scaled
     if plan.stream:
         plain, edge, tail = answer
         conn.stream = Stream(conn, entry, first, plan.itl, plan.chunks, plain, edge, tail, fault)
@@ -323,9 +327,9 @@ class Conn:
         elif self.buf:
             self.defer()
 
-    def reply(self, status: int, obj) -> None:
+    def reply(self, status: int, obj, ctype: str = "application/json") -> None:
         body = obj if isinstance(obj, bytes) else orjson.dumps(obj)
-        self.write(response(status, body))
+        self.write(response(status, body, ctype=ctype))
         if self.close_after and not self.pending:
             self.close()
 
@@ -366,7 +370,9 @@ class Conn:
 
     def route(self, method: str, path: str, raw: bytes, rid: str, received: float, fault: str | None) -> None:
         info = self.info
-        if method == "GET" and path in ("/health", "/v1/models", "/version"):
+        if method == "GET" and path in ("/health", "/v1/models", "/version", "/metrics"):
+            if path == "/metrics":  # the text is made only now, from integers kept as requests come and go
+                return self.reply(200, info["counts"].text(), METRICS_TYPE)
             if path == "/health":
                 return self.reply(200, b"")
             if path == "/version":

@@ -75,6 +75,7 @@ class Plan:
     prompt: int
     stream: bool
     options: dict  # stream_options
+    scale: float = 1.0  # every usage reports round(scale * true tokens) (--usage-scale)
 
     @property
     def chunks(self) -> int:
@@ -113,6 +114,7 @@ def parse_request(body: dict, chat: bool, info: dict) -> Plan:
         prompt=count_prompt(body, chat),
         stream=bool(body.get("stream")),
         options=options,
+        scale=info.get("usage_scale", 1.0),
     )
     if plan.prompt + plan.max_tokens > info["max_model_len"]:
         raise BadRequest(
@@ -144,12 +146,19 @@ def encode(plan: Plan, chat: bool, rid: str, model: str):
                 **head,
                 "object": "chat.completion" if chat else "text_completion",
                 "choices": [_choice(chat, TOKEN * plan.max_tokens, "length", "message", ASSISTANT)],
-                "usage": _usage(plan.prompt, plan.max_tokens),
+                "usage": _usage(plan.prompt, plan.max_tokens, plan.scale),
             }
         )
     continuous = bool(plan.options.get("continuous_usage_stats"))
     first, last, middle, tail = _events(
-        chat, model, plan.prompt, plan.max_tokens, plan.k, continuous, bool(plan.options.get("include_usage"))
+        chat,
+        model,
+        plan.prompt,
+        plan.max_tokens,
+        plan.k,
+        continuous,
+        bool(plan.options.get("include_usage")),
+        plan.scale,
     )
     rid_json, created = orjson.dumps(rid)[1:-1], b'"created":%d' % head["created"]
 
@@ -169,6 +178,15 @@ def encode(plan: Plan, chat: bool, rid: str, model: str):
                 event = template % (prompt + (i + 1) * k, (i + 1) * k)
                 return b"%x\r\n%s\r\n" % (len(event), event)
             return first if i == 0 else last
+
+        if plan.scale != 1.0:  # --usage-scale: a function of its own keeps the one above as fast
+            x, told = plan.scale, round(plan.scale * prompt)
+
+            def edge(i: int) -> bytes:
+                if 0 < i < n - 1:
+                    event = template % (told + round(x * (i + 1) * k), round(x * (i + 1) * k))
+                    return b"%x\r\n%s\r\n" % (len(event), event)
+                return first if i == 0 else last
     else:
         plain = sse(fill(middle)) if n > 2 else None
         edge: Callable[[int], bytes] = lambda i: first if i == 0 else last  # noqa: E731
@@ -184,7 +202,9 @@ def _head(chat: bool, cid: str, created: int, model: str) -> dict:
     }
 
 
-def _usage(prompt: int, done: int) -> dict:
+def _usage(prompt: int, done: int, scale: float = 1.0) -> dict:
+    if scale != 1.0:  # a server whose usage disagrees with what it served (--usage-scale)
+        prompt, done = round(scale * prompt), round(scale * done)
     return {"prompt_tokens": prompt, "total_tokens": prompt + done, "completion_tokens": done}
 
 
@@ -195,11 +215,13 @@ def _choice(chat: bool, text: str, finish: str | None, key: str = "delta", role:
 
 
 @functools.lru_cache(maxsize=1024)
-def _events(chat: bool, model: str, prompt: int, total: int, k: int, continuous: bool, include_usage: bool):
+def _events(
+    chat: bool, model: str, prompt: int, total: int, k: int, continuous: bool, include_usage: bool, scale: float = 1.0
+):
     """One shape's SSE events (unframed, with the stand-in id and time): the first chunk's
     events (chat's role chunk first), the last's (the same when there is one chunk), the
     middle one (with continuous usage, a template taking total and completion tokens) and
-    the tail's (usage when asked, then [DONE])."""
+    the tail's (usage when asked, then [DONE]). Every usage says round(scale * true tokens)."""
     head = _head(chat, ("chatcmpl-" if chat else "cmpl-") + _RID, _CREATED, model)
     tokens = split_tokens(total, k)
     n = len(tokens)
@@ -212,7 +234,7 @@ def _events(chat: bool, model: str, prompt: int, total: int, k: int, continuous:
         text = "" if role else TOKEN * tokens[i]
         obj = {**head, "choices": [_choice(chat, text, finish, role=ASSISTANT if role else {})]}
         if continuous:  # vLLM's continuous_usage_stats: cumulative usage in every chunk
-            obj["usage"] = _usage(prompt, 0 if role else min((i + 1) * k, total))
+            obj["usage"] = _usage(prompt, 0 if role else min((i + 1) * k, total), scale)
         return event(obj)
 
     first = ((chunk(0, role=True),) if chat else ()) + (chunk(0),)
@@ -222,7 +244,7 @@ def _events(chat: bool, model: str, prompt: int, total: int, k: int, continuous:
         marked = {
             **head,
             "choices": [_choice(chat, TOKEN * k, None)],
-            "usage": {"prompt_tokens": prompt, "total_tokens": -1, "completion_tokens": -2},
+            "usage": {"prompt_tokens": round(scale * prompt), "total_tokens": -1, "completion_tokens": -2},
         }
         middle = (
             event(marked)
@@ -232,5 +254,5 @@ def _events(chat: bool, model: str, prompt: int, total: int, k: int, continuous:
         )
     elif n > 2:
         middle = chunk(1)
-    tail = ((event({**head, "choices": [], "usage": _usage(prompt, total)}),) if include_usage else ()) + (END,)
+    tail = ((event({**head, "choices": [], "usage": _usage(prompt, total, scale)}),) if include_usage else ()) + (END,)
     return first, last, middle, tail
