@@ -26,6 +26,7 @@ from bench.errors import UserError
 from bench.instrument import checks, manifest, metrics, probe, schedule, served, verdict, workload
 from bench.instrument.records import RecordWriter, read_records
 from bench.instrument.runner import Load, Runner
+from bench.instrument.scrape import Scraper
 from bench.instrument.spec import RunSpec
 from bench.instrument.transport import TokenCounter, Transport
 
@@ -67,7 +68,11 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     transport = open_transport(spec, workload.token_counter(tok))
     make_body = request_body(info.model, spec.api, spec.ignore_eos, spec.extra_body)
     writer = RecordWriter(out / "requests.jsonl")
-    runner = Runner(transport, writer, make_body, t0, show_progress=spec.progress and sys.stderr.isatty())
+    # The server's own metrics, scraped by a process of its own from here to the last request.
+    scraper = Scraper.for_run(spec.base_url, server.get("engine"), out, spec.scrape_interval)
+    scraper.start()
+    bar = spec.progress and sys.stderr.isatty()
+    runner = Runner(transport, writer, make_body, t0, show_progress=bar, on_measure_start=scraper.measuring)
     gc.collect()
     gc.freeze()
     gc.disable()
@@ -78,6 +83,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
         cpu = time.process_time() - cpu
         gc.enable()
         gc.unfreeze()
+        scraped = scraper.stop()  # its "after" scrape, its cost line; server.jsonl is complete
 
     # Summarise from the file, as any later reader would.
     records = list(read_records(out / "requests.jsonl"))
@@ -88,6 +94,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     chunks = sum(len(r.chunk_times) for r in records)
     summary["client_cpu_s"] = round(cpu, 3)
     summary["client_cpu_ms_per_1k_chunks"] = round(1e6 * cpu / chunks, 3) if chunks else None
+    summary["scraper"] = scraped  # the scraper's own cost (another process); None when off
     summary["verdict"] = verdict.judge(summary, spec.min_success)
     summary["notes"] = verdict.notes(summary)
     summary["checks"] = checks.run_checks(records, checks.read_server(out / "server.jsonl"), man, summary)

@@ -51,7 +51,9 @@ class Progress:
 
 
 class Runner:
-    def __init__(self, transport, writer: RecordWriter, make_body, t0: float, show_progress: bool):
+    def __init__(
+        self, transport, writer: RecordWriter, make_body, t0: float, show_progress: bool, on_measure_start=None
+    ):
         self.transport = transport
         self.writer = writer
         self.make_body = make_body  # Prompt -> request body dict
@@ -63,6 +65,7 @@ class Runner:
         self.id_base = 0  # ids continue from the warm-up phase into the measured one
         self.tasks: list[asyncio.Task] = []
         self.ended: list = []  # (record, fill) of requests ended in this loop turn
+        self.on_measure_start = on_measure_start  # called once, right before the first measured request
 
     # -- one request ---------------------------------------------------------------------
     async def one(self, rid: int, prompt: Prompt, scheduled: float, warmup: bool, timeout: float | None) -> float:
@@ -139,6 +142,8 @@ class Runner:
         # Closed loops and capped open loops know how many connections they need.
         with contextlib.suppress(OSError, ConnectTimeout):  # a refused connection fails, and is recorded, per request
             await self.transport.preconnect(min(cap, len(prompts)) if load.concurrency else 0)
+        if not warmup and self.on_measure_start is not None:
+            self.on_measure_start()  # e.g. the scraper's "before" scrape: taken before anything is sent
         start = perf_counter()
         deadline = start + load.duration if (load.duration and not warmup) else None
 

@@ -54,6 +54,7 @@ class RunSpec:
     progress: bool
     min_success: float  # below this success rate the run is marked failed
     self_check: bool
+    scrape_interval: float  # seconds between scrapes of the server's /metrics; 0: no telemetry
     argv: list[str] = field(default_factory=list)  # the command line, for the manifest
 
     @property
@@ -184,6 +185,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="First measure this client against the built-in calibration server at the same "
         "concurrency and keep its error bar in the manifest.",
     )
+    o.add_argument(
+        "--scrape-interval",
+        type=_seconds,
+        default=1.0,
+        help="Seconds between scrapes of the server's /metrics into server.jsonl (0 turns it off).",
+    )
 
 
 def _json_object(text: str) -> dict:
@@ -193,6 +200,16 @@ def _json_object(text: str) -> dict:
         value = None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object such as '{{\"temperature\": 0.6}}'")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} cannot be negative")
     return value
 
 
@@ -251,6 +268,7 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         progress=not args.no_progress,
         min_success=args.min_success,
         self_check=args.self_check,
+        scrape_interval=args.scrape_interval,
         argv=list(argv),
     )
 
