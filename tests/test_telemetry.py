@@ -225,3 +225,24 @@ def test_the_vllm_table_reads_every_role_the_cpu_engine_exposes(cpu_engine, tmp_
         assert after["values"][role] - before["values"][role] == sum(getattr(r, field) for r in measured)
     assert after["histograms"]["ttft"]["count"] - before["histograms"]["ttft"]["count"] == 6
     assert json.loads((out / "summary.json").read_text())["scraper"]["info"] is None
+
+
+def test_a_scraper_that_dies_does_not_fail_the_run(calibration, tmp_path, monkeypatch, capsys):
+    measuring = Scraper.measuring
+
+    def killed_first(self):
+        self.proc.kill()  # a real death: SIGKILL, no cost line
+        self.proc.wait()
+        measuring(self)
+
+    monkeypatch.setattr(Scraper, "measuring", killed_first)
+    server = calibration()
+    out = tmp_path / "run"
+    assert bench_run(f"{server.base_url}/v1", out, "--concurrency", "2", "--num-prompts", "4") == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: the telemetry scraper did not answer the start of the measured phase; the run goes on without it"
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] == 4 and summary["scraper"]["info"] == notes[0][len("note: ") :]
+    assert [x["phase"] for x in lines(out)] == ["warmup"]
