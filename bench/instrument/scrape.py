@@ -58,8 +58,8 @@ def why_not(url: str, e: Exception) -> str:
 class Loop:
     """The scraper's side: scrape on a fixed schedule, and at once on the parent's signals."""
 
-    def __init__(self, url: str, out: Path, interval: float, engine: str):
-        self.url, self.interval, self.engine = url, interval, engine
+    def __init__(self, url: str, out: Path, interval: float, engine: str, client: int):
+        self.url, self.interval, self.engine, self.client = url, interval, engine, client
         self.file = open(out, "a", buffering=1)  # one line at a time, each on disk as written
         self.took: list[float] = []
         self.failed = 0
@@ -89,20 +89,19 @@ class Loop:
         self.write({"kind": "info", "t": time.perf_counter(), "message": message})
 
     def run(self) -> None:
-        parent = os.getppid()
         failure = self.scrape("warmup")
         if failure:
             message = f"no server metrics at {self.url} ({failure}); the run goes on without them"
             self.info(message)
-            print(f"info: {message}", flush=True)
+            print(f"{os.getpid()} info: {message}", flush=True)
         else:
-            print("ready", flush=True)
+            print(f"{os.getpid()} ready", flush=True)
         noted = bool(failure)
         due = time.perf_counter() + self.interval
         while True:
             wait = max(0.0, due - time.perf_counter()) if not failure else 1.0
             got = signal.sigtimedwait(SIGNALS, wait)
-            if os.getppid() != parent:  # the client is gone: nobody will stop us
+            if not _alive(self.client):  # the client is gone: nobody will stop us
                 break
             if got is None:
                 if not failure:
@@ -143,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="server.jsonl to append to.")
     p.add_argument("--interval", type=float, default=1.0, help="Seconds between scrapes.")
     p.add_argument("--engine", choices=[*telemetry.TABLES, "auto"], default="auto", help="Whose metric names.")
+    p.add_argument("--client", type=int, default=os.getppid(), help="The client's pid: gone, this ends too.")
     args = p.parse_args(argv)
     # Signals wait until asked for (sigtimedwait): none interrupts a scrape half-way. Ctrl-C goes
     # to the whole process group; the parent decides when this ends (SIGTERM), so SIGINT is ignored.
@@ -153,18 +153,23 @@ def main(argv: list[str] | None = None) -> int:
     if others:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, others)
-    Loop(args.url, args.out, args.interval, args.engine).run()
+    Loop(args.url, args.out, args.interval, args.engine, args.client).run()
     return 0
 
 
 class Scraper:
     """The client's handle: start() before the warm-up, measuring() as the measured phase
     begins, stop() after the last request. A scraper that fails never fails the run: it says so
-    in one `note:` line on stderr and the run goes on."""
+    in one `note:` line on stderr and the run goes on.
+
+    The scraper is started through `sh -c '... &'`, so it is not the client's child: a child's
+    CPU, once reaped, is added to its parent's in wait4() and `time`, which is how
+    `just bench-client` weighs the client. It answers on a pipe whose end (EOF) says it exited."""
 
     def __init__(self, url: str, out: Path, interval: float, engine: str):
         self.url, self.out, self.interval, self.engine = url, out, interval, engine
-        self.proc: subprocess.Popen | None = None
+        self.pid = 0  # the scraper's; 0 when none runs
+        self.pipe = None  # its stdout
         self.message: str | None = None  # why there is no telemetry, when there is none
 
     @classmethod
@@ -176,28 +181,30 @@ class Scraper:
         if self.interval <= 0:
             return
         cmd = [sys.executable, "-m", "bench.instrument.scrape", "--url", self.url, "--out", str(self.out)]
-        cmd += ["--interval", str(self.interval), "--engine", self.engine]
+        cmd += ["--interval", str(self.interval), "--engine", self.engine, "--client", str(os.getpid())]
         env = dict(
             os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(paths.ROOT), os.environ.get("PYTHONPATH")]))
         )
         try:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)
+            shell = subprocess.Popen(
+                ["/bin/sh", "-c", '"$@" &', "scrape", *cmd], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+            )
+            shell.wait()  # at once: the shell only starts the scraper in the background
         except OSError as e:
             return self._note(f"the telemetry scraper did not start ({e}); the run goes on without it")
-        line = self._line(30.0)  # start-up (imports) and the first scrape
-        if line.startswith("info: "):
-            self._note(line[len("info: ") :])
-        elif line != "ready":
+        self.pipe = shell.stdout
+        pid, _, said = self._line(30.0).partition(" ")  # start-up (imports) and the first scrape
+        self.pid = int(pid) if pid.isdigit() else 0
+        if said.startswith("info: "):
+            self._note(said[len("info: ") :])
+        elif said != "ready":
             self._gone("did not start")
 
     def measuring(self) -> None:
         """SIGUSR1, then wait for the "before" scrape: the first measured request goes after it."""
-        if self.proc is None or self.message:
+        if not self.pid or self.message:
             return
-        try:
-            self.proc.send_signal(signal.SIGUSR1)
-        except OSError:
-            pass
+        self._signal(signal.SIGUSR1)
         if self._line(10.0) != "measured":
             self._gone("did not answer the start of the measured phase")
 
@@ -205,37 +212,57 @@ class Scraper:
         """SIGTERM, wait, and the summary's "scraper" block from the cost line (None when off)."""
         if self.interval <= 0:
             return None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(15.0)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-                    self._gone("did not stop in 15 s")
-            self.proc.stdout.close()
+        if self.pid:
+            self._signal(signal.SIGTERM)
+            if not self._ended(15.0):
+                self._gone("did not stop in 15 s")
+        if self.pipe is not None:
+            self.pipe.close()
         cost = _cost_line(self.out)
         if cost is None and not self.message:
-            self._gone(f"exited ({self.proc.returncode if self.proc else 'not started'}) without its cost line")
+            self._gone("ended without its cost line")
         cost = cost or {}
         keys = ("scrapes", "mean_ms", "max_ms", "cpu_s")
         return {**{k: cost.get(k) for k in keys}, "info": self.message}
 
     def _line(self, timeout: float) -> str:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return self.proc.stdout.readline().strip() if ready else ""
+        ready, _, _ = select.select([self.pipe], [], [], timeout)
+        return self.pipe.readline().decode().strip() if ready else ""
+
+    def _ended(self, timeout: float) -> bool:
+        """Wait for the pipe's end: the scraper has exited (its cost line is written before)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.pipe], [], [], left)
+            if ready and not self.pipe.readline():
+                self.pid = 0
+                return True
+        return False
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(OSError):  # gone already: the next answer says so
+            os.kill(self.pid, signum)
 
     def _gone(self, what: str) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.pid:
+            self._signal(signal.SIGKILL)
+            self.pid = 0
         self._note(f"the telemetry scraper {what}; the run goes on without it")
 
     def _note(self, message: str) -> None:
         if self.message is None:  # once per run
             self.message = message
             print(f"note: {message}", file=sys.stderr)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, owned by someone else
+        return True
+    return True
 
 
 def _cost_line(path: Path) -> dict | None:
