@@ -77,6 +77,8 @@ def ours(base_url: str, concurrency: int, n: int, out: Path, cpu: int | None) ->
         "--out",
         str(out),
         "--no-progress",
+        "--scrape-interval",  # vLLM's client scrapes nothing: the same load on the server for both
+        "0",
     ]
     usage = timed(cmd, cpu)
     return usage, {**json.loads((out / "summary.json").read_text()), "_lat": accuracy.latencies_from_run(out)}
@@ -344,6 +346,8 @@ def together_rows(base: str, c: int, n: int, work: Path) -> list[dict]:
         "--out",
         str(mine),
         "--no-progress",
+        "--scrape-interval",
+        "0",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -31,6 +31,7 @@ def self_check(
                 ["--base-url", f"{server.base_url}/v1", "--api", api, "--tokenizer", str(TINY_MODEL)]
                 + ["--concurrency", str(concurrency), "--num-prompts", str(2 * concurrency)]
                 + ["--input-len", "32", "--output-len", str(output_len), "--out", str(out), "--no-progress"]
+                + ["--scrape-interval", "0"]  # the client's error bar, not the server's telemetry
             )
             result = measure(check)
         except UserError as e:
