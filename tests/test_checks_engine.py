@@ -1,0 +1,145 @@
+"""The run checks against the real CPU engine (vLLM exports /metrics): what the prefix cache served,
+queueing at the server, preemptions, the token counters, and the engine's TTFT against the client's;
+and against the calibration server, usage that disagrees with the server's own counter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.cli import main
+from bench.lab.calibration import start_server, stop_server
+from conftest import ROOT, free_port, just, process_group_alive
+
+TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
+
+
+def engine(*flags: str):
+    port = free_port()
+    started = just("cpu-serve", str(port), *flags)
+    assert started.returncode == 0, started.stderr
+    pid = int((ROOT / ".run" / f"cpu-engine-{port}.pid").read_text())
+    return port, pid
+
+
+def stop(port: int, pid: int) -> None:
+    assert just("cpu-stop", str(port)).returncode == 0
+    assert not process_group_alive(pid)
+
+
+@pytest.fixture(scope="module")
+def cached():
+    """The prefix cache on, and at most 4 requests running at once."""
+    port, pid = engine("--enable-prefix-caching", "--max-num-seqs", "4")
+    yield f"http://127.0.0.1:{port}/v1"
+    stop(port, pid)
+
+
+def checks(base_url: str, out, *flags: str) -> dict:
+    argv = ["run", "--base-url", base_url, "--out", str(out), "--no-progress", "--scrape-interval", "0.2", *flags]
+    assert main(argv) in (0, 1)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scraper"]["scrapes"] >= 2 and summary["scraper"]["info"] is None
+    return {c["check"]: c for c in summary["checks"]}
+
+
+def test_unique_prompts_get_nothing_from_the_prefix_cache_and_the_counters_agree(cached, tmp_path):
+    c = checks(
+        cached, tmp_path / "r", "--concurrency", "2", "--num-prompts", "12", "--input-len", "256", "--output-len", "16"
+    )
+    assert c["prefix_cache"]["status"] == "pass" and c["prefix_cache"]["figure"] < 0.05
+    assert c["tokens_prompt"]["status"] == "pass" and c["tokens_generated"]["status"] == "pass"
+    assert c["queueing"]["status"] == "pass"  # 2 in flight, 4 admitted
+
+
+def test_a_shared_half_of_each_prompt_is_served_by_the_cache(cached, tmp_path):
+    c = checks(
+        cached,
+        tmp_path / "r",
+        "--concurrency",
+        "2",
+        "--num-prompts",
+        "12",
+        "--input-len",
+        "256",
+        "--output-len",
+        "16",
+        "--prefix-len",
+        "128",
+    )
+    assert c["prefix_cache"]["limit"] == 0.5 and 0.35 <= c["prefix_cache"]["figure"] <= 0.55
+    assert c["prefix_cache"]["status"] == "pass"
+
+
+def test_more_in_flight_than_the_engine_admits_shows_as_queueing(cached, tmp_path):
+    c = checks(
+        cached, tmp_path / "r", "--concurrency", "12", "--num-prompts", "36", "--input-len", "64", "--output-len", "64"
+    )
+    assert c["queueing"]["status"] == "warn" and c["queueing"]["figure"] >= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_the_engines_ttft_is_compared_with_the_clients(cpu_engine, tmp_path, concurrency):
+    """The engine's mean TTFT (its histogram's sum / count over the window) is never above the
+    client's: the client's includes the HTTP front end and the network. How far apart they are on
+    this 2-core host is in the check's figure (pytest -s prints it)."""
+    n = str(max(8, 2 * concurrency))
+    c = checks(
+        cpu_engine["base_url"],
+        tmp_path / "r",
+        "--concurrency",
+        str(concurrency),
+        "--num-prompts",
+        n,
+        "--input-len",
+        "128",
+        "--output-len",
+        "32",
+    )
+    agree = c["ttft_agreement"]
+    assert agree["figure"] >= 0, agree["why"]
+    print(f"C={concurrency}: {agree['status']}: {agree['why']}")
+
+
+def test_a_kv_cache_too_small_for_the_load_preempts(tmp_path):
+    port, pid = engine("--num-gpu-blocks-override", "16", "--max-model-len", "1024", "--max-num-seqs", "16")
+    try:
+        c = checks(
+            f"http://127.0.0.1:{port}/v1",
+            tmp_path / "r",
+            "--concurrency",
+            "16",
+            "--num-prompts",
+            "32",
+            "--input-len",
+            "128",
+            "--output-len",
+            "128",
+        )
+    finally:
+        stop(port, pid)
+    assert c["preemptions"]["status"] == "fail" and c["preemptions"]["figure"] > 0
+    assert c["kv_cache"]["figure"] > 0.5
+
+
+def test_usage_that_disagrees_with_the_servers_counter_is_flagged(tmp_path):
+    server = start_server(0, log=tmp_path / "server.jsonl", ttft_ms=2, itl_ms=2, usage_scale=0.5)
+    try:
+        c = checks(
+            f"{server.base_url}/v1",
+            tmp_path / "r",
+            "--tokenizer",
+            TOKENIZER,
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "8",
+            "--input-len",
+            "16",
+            "--output-len",
+            "8",
+        )
+    finally:
+        stop_server(server)
+    assert c["tokens_generated"]["status"] == "fail" and "(+100.0%)" in c["tokens_generated"]["why"]
