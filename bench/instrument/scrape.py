@@ -175,7 +175,9 @@ class Scraper:
     @classmethod
     def for_run(cls, base_url: str, engine: str | None, run: Path, interval: float) -> Scraper:
         url = urlsplit(base_url)
-        return cls(f"{url.scheme}://{url.netloc}/metrics", run / "server.jsonl", interval, telemetry.table_for(engine))
+        # Without user:password@ from the base URL: it would leak into the notes and the server's log.
+        netloc = url.netloc.rpartition("@")[2]
+        return cls(f"{url.scheme}://{netloc}/metrics", run / "server.jsonl", interval, telemetry.table_for(engine))
 
     def start(self) -> None:
         if self.interval <= 0:
