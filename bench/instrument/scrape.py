@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench import paths
-from bench.instrument import telemetry
+from bench.instrument import served, telemetry
 
 TIMEOUT = 5.0  # seconds for one fetch: a server too busy to answer sooner is noted, not waited on
 SIGNALS = {signal.SIGUSR1, signal.SIGTERM, signal.SIGINT}
@@ -101,7 +101,7 @@ class Loop:
         while True:
             wait = max(0.0, due - time.perf_counter()) if not failure else 1.0
             got = signal.sigtimedwait(SIGNALS, wait)
-            if not _alive(self.client):  # the client is gone: nobody will stop us
+            if not served.process_alive(self.client):  # the client is gone: nobody will stop us
                 break
             if got is None:
                 if not failure:
@@ -255,16 +255,6 @@ class Scraper:
         if self.message is None:  # once per run
             self.message = message
             print(f"note: {message}", file=sys.stderr)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # there, owned by someone else
-        return True
-    return True
 
 
 def _cost_line(path: Path) -> dict | None:

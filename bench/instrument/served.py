@@ -53,7 +53,8 @@ def write(
     return out
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,6 +73,6 @@ def read(port: int) -> dict | None:
     if not isinstance(info, dict):
         return None
     # A record whose server process is gone describes some earlier server, not the one on the port now.
-    if isinstance(info.get("pid"), int) and not _alive(info["pid"]):
+    if isinstance(info.get("pid"), int) and not process_alive(info["pid"]):
         return None
     return info

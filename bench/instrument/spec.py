@@ -203,21 +203,22 @@ def _json_object(text: str) -> dict:
     return value
 
 
-def _seconds(text: str) -> float:
+def _float(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _seconds(text: str) -> float:
+    value = _float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} cannot be negative")
     return value
 
 
 def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _float(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1 (0.99 = 99 %)")
     return value
