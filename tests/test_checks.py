@@ -157,3 +157,26 @@ def test_bench_check_and_the_timeline_read_a_run_folder(tmp_path, capsys):
         timeline.plot_timeline(server, "t", tmp_path / "timeline.png")
         and (tmp_path / "timeline.png").stat().st_size > 0
     )
+
+
+def test_ttft_agreement_is_judged_by_the_engines_bucket_width():
+    buckets = [[0.005, 0], [0.01, 10], [0.02, 10]]  # the engine's mean (9 ms) falls in (5, 10] ms
+    for client_ms, status in ((11.0, "pass"), (25.0, "warn"), (7.5, "warn")):
+        server = [scrape("before", 0.0), scrape("after", 9.0)]
+        server[0]["histograms"]["ttft"] = {"sum": 0.0, "count": 0, "buckets": []}
+        server[1]["histograms"]["ttft"] = {"sum": 0.09, "count": 10, "buckets": buckets}
+        (agree,) = [
+            c
+            for c in run_checks(recs(), server, MANIFEST, {**SUMMARY, "mean_ttft_ms": client_ms})
+            if c["check"] == "ttft_agreement"
+        ]
+        assert agree["status"] == status and agree["limit"] == 5.0, (client_ms, agree)
+
+
+def test_a_token_rate_that_swings_is_not_steady():
+    server = [scrape("before", 0.0)]
+    gen = [0, 100, 200, 220, 240, 500, 520, 800, 820, 840]  # bursts and lulls at a constant 4 running
+    server += [scrape("measure", 1.0 + i, running=4, waiting=0, generation_tokens=g) for i, g in enumerate(gen)]
+    server.append(scrape("after", 12.0))
+    (steady,) = [c for c in run_checks(recs(), server, MANIFEST, SUMMARY) if c["check"] == "steadiness"]
+    assert steady["status"] == "warn" and "running requests vary by 0%, the token rate by" in steady["why"]

@@ -5,12 +5,15 @@ and against the calibration server, usage that disagrees with the server's own c
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from bench.cli import main
 from bench.lab.calibration import start_server, stop_server
-from conftest import ROOT, free_port, just, process_group_alive
+from conftest import JUST, ROOT, free_port, just, process_group_alive
 
 TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
 
@@ -79,27 +82,38 @@ def test_more_in_flight_than_the_engine_admits_shows_as_queueing(cached, tmp_pat
     assert c["queueing"]["status"] == "warn" and c["queueing"]["figure"] >= 1
 
 
-@pytest.mark.parametrize("concurrency", [1, 16])
-def test_the_engines_ttft_is_compared_with_the_clients(cpu_engine, tmp_path, concurrency):
-    """The engine's mean TTFT (its histogram's sum / count over the window) is never above the
-    client's: the client's includes the HTTP front end and the network. How far apart they are on
-    this 2-core host is in the check's figure (pytest -s prints it)."""
-    n = str(max(8, 2 * concurrency))
-    c = checks(
-        cpu_engine["base_url"],
-        tmp_path / "r",
-        "--concurrency",
-        str(concurrency),
-        "--num-prompts",
-        n,
-        "--input-len",
-        "128",
-        "--output-len",
-        "32",
+@pytest.fixture(scope="module")
+def pinned():
+    """The engine on core 0 and (below) the client on core 1, as `just bench-client` runs them: sharing
+    both cores, the engine's spinning thread starves its own HTTP front end, and the client's TTFT
+    then holds ~16 ms the engine's histogram never sees (measured at C=1)."""
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0"}
+    started = subprocess.run(
+        ["taskset", "-c", "0", JUST, "--justfile", str(ROOT / "justfile"), "cpu-serve", str(port)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    agree = c["ttft_agreement"]
-    assert agree["figure"] >= 0, agree["why"]
-    print(f"C={concurrency}: {agree['status']}: {agree['why']}")
+    assert started.returncode == 0, started.stderr
+    pid = int((ROOT / ".run" / f"cpu-engine-{port}.pid").read_text())
+    yield f"http://127.0.0.1:{port}/v1"
+    stop(port, pid)
+
+
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_the_engines_ttft_and_the_clients_agree_within_its_bucket(pinned, tmp_path, concurrency):
+    out = tmp_path / "r"
+    cmd = ["taskset", "-c", "1", sys.executable, "-m", "bench", "run", "--base-url", pinned, "--out", str(out)]
+    cmd += ["--no-progress", "--scrape-interval", "0.2", "--concurrency", str(concurrency)]
+    cmd += ["--num-prompts", str(max(16, 3 * concurrency)), "--input-len", "128", "--output-len", "32"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (agree,) = [c for c in json.loads((out / "summary.json").read_text())["checks"] if c["check"] == "ttft_agreement"]
+    print(f"C={concurrency}: {agree['status']}: {agree['why']}")  # the figures the note quotes (pytest -s)
+    assert agree["status"] == "pass", agree["why"]
 
 
 def test_a_kv_cache_too_small_for_the_load_preempts(tmp_path):
