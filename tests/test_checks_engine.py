@@ -76,8 +76,9 @@ def test_a_shared_half_of_each_prompt_is_served_by_the_cache(cached, tmp_path):
 
 
 def test_more_in_flight_than_the_engine_admits_shows_as_queueing(cached, tmp_path):
+    # Long enough (about 4 s) for several scrapes inside the window, however slow a loaded host scrapes.
     c = checks(
-        cached, tmp_path / "r", "--concurrency", "12", "--num-prompts", "36", "--input-len", "64", "--output-len", "64"
+        cached, tmp_path / "r", "--concurrency", "12", "--num-prompts", "48", "--input-len", "64", "--output-len", "160"
     )
     assert c["queueing"]["status"] == "warn" and c["queueing"]["figure"] >= 1
 
