@@ -75,10 +75,27 @@ def test_a_shared_half_of_each_prompt_is_served_by_the_cache(cached, tmp_path):
     assert c["prefix_cache"]["status"] == "pass"
 
 
-def test_more_in_flight_than_the_engine_admits_shows_as_queueing(cached, tmp_path):
+@pytest.fixture(scope="module")
+def small_batch():
+    """At most 4 requests running at once, the prefix cache off as usual."""
+    port, pid = engine("--max-num-seqs", "4")
+    yield f"http://127.0.0.1:{port}/v1"
+    stop(port, pid)
+
+
+def test_more_in_flight_than_the_engine_admits_shows_as_queueing(small_batch, tmp_path):
     # Long enough (about 4 s) for several scrapes inside the window, however slow a loaded host scrapes.
     c = checks(
-        cached, tmp_path / "r", "--concurrency", "12", "--num-prompts", "48", "--input-len", "64", "--output-len", "160"
+        small_batch,
+        tmp_path / "r",
+        "--concurrency",
+        "12",
+        "--num-prompts",
+        "48",
+        "--input-len",
+        "64",
+        "--output-len",
+        "160",
     )
     assert c["queueing"]["status"] == "warn" and c["queueing"]["figure"] >= 1
 
