@@ -20,6 +20,9 @@ from pathlib import Path
 
 from bench.errors import UserError
 
+# ShareGPT conversations kept (vLLM's filter): at most this many prompt tokens, and in all.
+SHAREGPT_MAX_INPUT, SHAREGPT_MAX_TOTAL = 1024, 2048
+
 
 @dataclass
 class Prompt:
@@ -142,7 +145,7 @@ def sharegpt_workload(path: str, tokenizer, n: int, seed: int, output_len: int |
     for human, reply in pairs:
         ilen = len(tokenizer.encode(human, add_special_tokens=False).ids)
         olen = output_len or len(tokenizer.encode(reply, add_special_tokens=False).ids)
-        if ilen < 4 or olen < 4 or ilen > 1024 or ilen + olen > 2048:
+        if ilen < 4 or olen < 4 or ilen > SHAREGPT_MAX_INPUT or ilen + olen > SHAREGPT_MAX_TOTAL:
             continue  # too short to time, or too long for the usual 2k window
         prompts.append(Prompt(human, None, olen))
         if len(prompts) == n:

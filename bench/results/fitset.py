@@ -25,13 +25,13 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError, exit_status
+from bench.instrument.workload import SHAREGPT_MAX_INPUT, SHAREGPT_MAX_TOTAL
 from bench.results.scenarios import Point, Scenario, find_set, load_set, points
 from bench.serve import fit
 from bench.serve.fit import FITS, QUEUES, REJECTED, Load
 from bench.serve.limits import servers
 
 PROG = "python -m bench.results.fitset"
-SHAREGPT_INPUT, SHAREGPT_TOTAL = 1024, 2048  # bench.instrument.workload.sharegpt_workload keeps no longer prompts
 
 
 def load(p: Point) -> Load:
@@ -39,8 +39,8 @@ def load(p: Point) -> Load:
     s = p.scenario
     if s.dataset == "sharegpt":
         longest = (
-            SHAREGPT_INPUT,
-            min(SHAREGPT_TOTAL, SHAREGPT_INPUT + s.output_len) if s.output_len else SHAREGPT_TOTAL,
+            SHAREGPT_MAX_INPUT,
+            min(SHAREGPT_MAX_TOTAL, SHAREGPT_MAX_INPUT + s.output_len) if s.output_len else SHAREGPT_MAX_TOTAL,
         )
     elif s.dataset:
         longest = (None, None)
