@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 from bench import paths
 from bench.errors import UserError
-from bench.instrument import checks, manifest, metrics, probe, schedule, served, verdict, workload
+from bench.instrument import checks, energy, manifest, metrics, probe, schedule, served, verdict, workload
+from bench.instrument.gpu_sampler import GpuSampler, read_lines
 from bench.instrument.records import RecordWriter, read_records
 from bench.instrument.runner import Load, Runner
 from bench.instrument.scrape import Scraper
@@ -71,8 +72,16 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     # The server's own metrics, scraped by a process of its own from here to the last request.
     scraper = Scraper.for_run(spec.base_url, server.get("engine"), out, spec.scrape_interval)
     scraper.start()
+    # GPU power, energy, clocks and throttling, sampled by a process of its own into gpu.jsonl.
+    gpus = GpuSampler(out / "gpu.jsonl", spec.gpu_interval, spec.gpu_id_list, off=spec.gpu_ids == "none")
+    gpus.start()
+
+    def measuring() -> None:
+        gpus.measuring()
+        scraper.measuring()
+
     bar = spec.progress and sys.stderr.isatty()
-    runner = Runner(transport, writer, make_body, t0, show_progress=bar, on_measure_start=scraper.measuring)
+    runner = Runner(transport, writer, make_body, t0, show_progress=bar, on_measure_start=measuring)
     gc.collect()
     gc.freeze()
     gc.disable()
@@ -84,6 +93,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
         gc.enable()
         gc.unfreeze()
         scraped = scraper.stop()  # its "after" scrape, its cost line; server.jsonl is complete
+        sampled = gpus.stop()  # its cost line; gpu.jsonl is complete (None: no GPU telemetry)
 
     # Summarise from the file, as any later reader would.
     records = list(read_records(out / "requests.jsonl"))
@@ -97,9 +107,14 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     summary["scraper"] = scraped  # the scraper's own cost (another process); None when off
     summary["verdict"] = verdict.judge(summary, spec.min_success)
     summary["notes"] = verdict.notes(summary)
+    if sampled is not None:  # GPU keys only where a GPU was sampled
+        summary.update(energy.for_run(out / "gpu.jsonl", records, summary))
+        summary["notes"] += summary.pop("gpu_notes", [])
+        summary["gpu_sampler"] = sampled
     summary["checks"] = checks.run_checks(records, checks.read_server(out / "server.jsonl"), man, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     man["partial"] = partial
+    man["gpu_telemetry"] = _gpu_devices(out / "gpu.jsonl", gpus.message)
     manifest.write(out / "manifest.json", man)
     return Measured(out, summary, man, partial, stopped_by)
 
@@ -229,6 +244,14 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
             "load_point": schedule.load_point_name(spec.concurrency, spec.rate),
         }
     return man
+
+
+def _gpu_devices(path: Path, message: str | None) -> dict:
+    """The sampler's devices line (source, driver, names, power limits, max clocks), else why none."""
+    devices = next((x for x in read_lines(path) if x.get("kind") == "devices"), None) if path.is_file() else None
+    if devices is None:
+        return {"source": None, "info": message}
+    return {k: v for k, v in devices.items() if k not in ("kind", "t")}
 
 
 # ---- the run itself ----

@@ -109,6 +109,12 @@ def timed_requests(records: Iterable[Record]) -> list[Record]:
     return [r for r in records if not r.warmup and r.ok and r.first is not None]
 
 
+def window(records: Iterable[Record]) -> tuple[float, float] | None:
+    """The measured window: first send to last completion over measured (not warm-up) requests."""
+    recs = [r for r in records if not r.warmup]
+    return (min(r.sent for r in recs), max(end(r) for r in recs)) if recs else None
+
+
 def chunk_gaps(r: Record) -> list[float]:
     """The gaps between consecutive content chunks (the ITL values of one request)."""
     t = r.chunk_times
@@ -130,7 +136,8 @@ def summarise(
 
     # Window and totals
     if duration is None:
-        duration = (max(end(r) for r in recs) - min(r.sent for r in recs)) if recs else 0.0
+        start, stop = window(recs) or (0.0, 0.0)
+        duration = stop - start
     out_tokens = sum(output_tokens(r) for r in ok)
     in_tokens = sum((r.prompt_tokens if r.prompt_tokens is not None else r.input_len or 0) for r in ok)
 

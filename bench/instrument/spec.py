@@ -55,12 +55,19 @@ class RunSpec:
     min_success: float  # below this success rate the run is marked failed
     self_check: bool
     scrape_interval: float  # seconds between scrapes of the server's /metrics; 0: no telemetry
+    gpu_ids: str = "all"  # GPUs to sample: "all" visible, "none", or indices "0,1"
+    gpu_interval: float = 0.1  # seconds between GPU samples
     argv: list[str] = field(default_factory=list)  # the command line, for the manifest
 
     @property
     def api_key(self) -> str | None:
         """Read when needed, never stored: a spec may be printed or kept."""
         return os.environ.get("OPENAI_API_KEY")
+
+    @property
+    def gpu_id_list(self) -> list[int] | None:
+        """The GPU indices to sample; None: every visible one (also for "none": then nothing starts)."""
+        return None if self.gpu_ids in ("all", "none") else [int(i) for i in self.gpu_ids.split(",")]
 
 
 def _positive(kind):
@@ -191,6 +198,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1.0,
         help="Seconds between scrapes of the server's /metrics into server.jsonl (0 turns it off).",
     )
+    o.add_argument(
+        "--gpu-ids",
+        type=_gpu_ids,
+        default="all",
+        help="GPUs whose power, energy, clocks and throttling to sample into gpu.jsonl: all (every one NVML "
+        "sees), none, or indices such as 0,1,2,3; give the server's GPUs when it uses only some.",
+    )
+    o.add_argument(
+        "--gpu-interval",
+        type=_positive(float),
+        default=0.1,
+        help="Seconds between GPU samples; 0.1 keeps integrated power within a few %% of the energy counter.",
+    )
+
+
+def _gpu_ids(text: str) -> str:
+    text = text.strip().lower()
+    if text in ("all", "none"):
+        return text
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not all, none or GPU indices such as 0,1")
+    return ",".join(str(int(p)) for p in parts)
 
 
 def _json_object(text: str) -> dict:
@@ -270,6 +300,8 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         min_success=args.min_success,
         self_check=args.self_check,
         scrape_interval=args.scrape_interval,
+        gpu_ids=args.gpu_ids,
+        gpu_interval=args.gpu_interval,
         argv=list(argv),
     )
 
