@@ -210,11 +210,12 @@ def notes(s: dict, interval: float) -> list[str]:
     return out
 
 
-def for_run(path: Path, records: list, summary: dict) -> dict:
-    """The summary's GPU keys of a run from its gpu.jsonl, over its measured window; {} without one."""
+def for_run(path: Path, records: list, summary: dict, t0: float) -> dict:
+    """The summary's GPU keys of a run from its gpu.jsonl, over its measured window; {} without one.
+    `t0` is the manifest's clock origin: records are stamped from it, GPU samples in raw perf_counter."""
     span = metrics.window(records)
     if span is None or not path.is_file():
         return {}
     out_tokens = summary.get("total_output_tokens") or 0
     total = out_tokens + (summary.get("total_input_tokens") or 0)
-    return summarise(read_lines(path), *span, out_tokens, total)
+    return summarise(read_lines(path), t0 + span[0], t0 + span[1], out_tokens, total)

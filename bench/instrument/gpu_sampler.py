@@ -54,6 +54,8 @@ class Loop:
 
     def write(self, obj: dict) -> None:
         self.file.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        if obj["kind"] == "sample" and not self.samples:  # the parent goes on once a sample is in
+            print(f"{os.getpid()} ready", flush=True)
 
     def info(self, message: str) -> None:
         if not self.noted:
@@ -109,7 +111,6 @@ class Loop:
         except Exception as e:  # noqa: BLE001 -- a name or limit we cannot read must not cost the samples
             devices = {"source": self.source.name, "driver": None, "gpus": [], "error": str(e)}
         self.write({"kind": "devices", "t": time.perf_counter(), "interval_s": self.interval, **devices})
-        print(f"{os.getpid()} ready", flush=True)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         try:
             if isinstance(self.source, gpu.Nvml):

@@ -108,7 +108,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     summary["verdict"] = verdict.judge(summary, spec.min_success)
     summary["notes"] = verdict.notes(summary)
     if sampled is not None:  # GPU keys only where a GPU was sampled
-        summary.update(energy.for_run(out / "gpu.jsonl", records, summary))
+        summary.update(energy.for_run(out / "gpu.jsonl", records, summary, t0))
         summary["notes"] += summary.pop("gpu_notes", [])
         summary["gpu_sampler"] = sampled
     summary["checks"] = checks.run_checks(records, checks.read_server(out / "server.jsonl"), man, summary)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from bench.instrument import metrics
 from bench.instrument.checks import read_server
+from bench.instrument.gpu_sampler import read_lines
+from bench.results.gpu_timeline import plot_gpu_timeline
 from bench.results.report import context, load_key, scenario_key, value
 from bench.results.runfolder import MARKS, Run, runs_under
 from bench.results.timeline import plot_timeline
@@ -51,6 +53,7 @@ def point(run: Run) -> dict:
     if per_gpu is None and gpus and p["output_throughput"] is not None:
         per_gpu = p["output_throughput"] / gpus
     p["throughput_per_gpu"] = per_gpu
+    p["tokens_per_joule"] = value(s, "output_tokens_per_joule")  # None unless the run sampled its GPUs
     return p
 
 
@@ -134,7 +137,12 @@ def plot_frontier(
 
     per_gpu = all(p["throughput_per_gpu"] is not None for pts in series.values() for p in pts)
     y = "throughput_per_gpu" if per_gpu else "output_throughput"
-    fig, ax = plt.subplots(figsize=(10, 7), constrained_layout=True)
+    energy = any(p["tokens_per_joule"] is not None for pts in series.values() for p in pts)
+    if energy:  # a second panel: output tokens per joule of GPU energy against the same interactivity
+        fig, (ax, joules) = plt.subplots(1, 2, figsize=(18, 7), constrained_layout=True)
+        _tokens_per_joule(joules, series, colors)
+    else:
+        fig, ax = plt.subplots(figsize=(10, 7), constrained_layout=True)
     for engine, pts in series.items():
         pts = [p for p in pts if p["interactivity"] is not None and p[y] is not None]
         front = frontier(pts, y, include_flagged)
@@ -168,6 +176,22 @@ def plot_frontier(
     _flag_legend(fig, series, "on the frontier too" if include_flagged else "left out of the frontier")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _tokens_per_joule(ax, series: dict[str, list[dict]], colors: dict[str, str]) -> None:
+    for engine, pts in series.items():
+        pts = [p for p in pts if p["interactivity"] is not None and p["tokens_per_joule"] is not None]
+        xs, ys = [p["interactivity"] for p in pts], [p["tokens_per_joule"] for p in pts]
+        ax.plot(xs, ys, marker="o", label=engine, color=colors[engine])
+        _label_points(ax, xs, ys, [p["load_point"] for p in pts])
+    ax.set(
+        xlabel="Interactivity (tok/s/user, median over requests of 1 / TPOT)",
+        ylabel="Output tokens per joule (all sampled GPUs)",
+        title="Energy efficiency",
+    )
+    ax.margins(0.12)
+    ax.grid(alpha=0.3)
+    ax.legend(title="engine")
 
 
 def plot_cdf(data: dict[str, list[float]], run: Run, path: Path):
@@ -231,6 +255,12 @@ def draw(tree, out=None, include_flagged: bool = False) -> None:
         title = f"engine {run.engine}, scenario {run.scenario}, load {run.load_point}"
         if server and plot_timeline(server, title, folder / "server-timeline.png"):
             written.append(folder / "server-timeline.png")
+        gpu_lines = read_lines(run.path / "gpu.jsonl")
+        if gpu_lines and run.has_records():
+            folder.mkdir(parents=True, exist_ok=True)
+            t0 = (run.manifest.get("clock") or {}).get("t0_perf_counter") or 0.0
+            if plot_gpu_timeline(gpu_lines, list(run.records()), t0, title, folder / "gpu-timeline.png"):
+                written.append(folder / "gpu-timeline.png")
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
 

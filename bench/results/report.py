@@ -33,6 +33,13 @@ for _lat in ("ttft", "tpot", "itl", "e2el"):
             [f"{_stat}_{_lat}_ms"] + ([f"median_{_lat}_ms"] if _stat == "p50" else []),
             False,
         )
+# GPU energy (bench.instrument.energy), from runs that sampled their GPUs: added to the default
+# columns when any run of the tree has them.
+METRICS["joules_per_output_token"] = ("J/out tok", ["joules_per_output_token"], False)
+METRICS["output_tokens_per_joule"] = ("Out tok/J", ["output_tokens_per_joule"], True)
+METRICS["mean_gpu_power_w"] = ("GPU W mean", ["mean_gpu_power_w"], False)
+METRICS["gpu_throttled_share"] = ("Throttled", ["gpu_throttled_share"], False)
+ENERGY_METRICS = ["joules_per_output_token", "mean_gpu_power_w", "gpu_throttled_share"]
 DEFAULT_METRICS = ["output_throughput", "ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99"]
 SIGN = "gap % = (engine / baseline - 1) x 100: positive tok/s is better, positive latency is worse"
 
@@ -115,6 +122,8 @@ def compare(runs: list[Run], baseline: str, metrics: list[str]) -> list[dict]:
             row.update(flag=mark, flag_reason=why, notes=" | ".join(r.summary.get("notes") or []))
             doubts = [c for c in r.summary.get("checks") or [] if c.get("status") != "pass"]
             row["checks"] = " | ".join(f"{c['check']} {c['status']}: {c['why']}" for c in doubts)
+            reasons = r.summary.get("gpu_throttle_reasons") or {}
+            row["gpu_throttling"] = ", ".join(f"{k} {100 * v:.0f} % of samples" for k, v in reasons.items())
             row["run_dir"] = str(r.path)
             rows.append(row)
     return rows
@@ -214,12 +223,21 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
             )
             out.append(f"Marks ({legend}, * a note on the numbers, ? a check that warns or fails):\n")
             out.append("\n".join(f"- {line}" if md else f"  {line}" for line in notes) + "\n")
+        if throttled := [
+            f"{r['engine']} {r['scenario']} {r['load_point']}: {r['gpu_throttling']}"
+            for r in crows
+            if r["gpu_throttling"]
+        ]:
+            out.append("GPU throttling seen (clock event reasons that limit the clocks):\n")
+            out.append("\n".join(f"- {line}" if md else f"  {line}" for line in throttled) + "\n")
     return "\n".join(out)
 
 
 def write(tree, markdown=None, csv_file=None, *, baseline=None, metrics=DEFAULT_METRICS, fmt="simple") -> None:
     """Print the tables of the runs under `tree`; also write them as Markdown, and one CSV row per run."""
     runs = runs_under(tree)
+    if metrics is DEFAULT_METRICS and any(r.summary.get("gpu_energy_j") is not None for r in runs):
+        metrics = DEFAULT_METRICS + ENERGY_METRICS
     baseline = pick_baseline(runs, baseline)
     rows = compare(runs, baseline, metrics)
     print(tables(runs, rows, metrics, fmt, md=False))

@@ -50,7 +50,8 @@ def rebuild(folder: Path, force: bool = False) -> dict:
     summary.update(partial=True, rebuilt=REBUILT, client_cpu_s=None, client_cpu_ms_per_1k_chunks=None)
     summary["verdict"] = verdict.judge(summary, (man.get("load") or {}).get("min_success", 0.99))
     summary["notes"] = verdict.notes(summary)
-    summary.update(energy.for_run(folder / "gpu.jsonl", records, summary))  # nothing without gpu.jsonl
+    t0 = (man.get("clock") or {}).get("t0_perf_counter") or 0.0
+    summary.update(energy.for_run(folder / "gpu.jsonl", records, summary, t0))  # nothing without gpu.jsonl
     summary["notes"] += summary.pop("gpu_notes", [])
     summary["checks"] = checks.run_checks(records, checks.read_server(folder / "server.jsonl"), man, summary)
     out.write_text(json.dumps(summary, indent=2) + "\n")
