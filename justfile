@@ -18,6 +18,7 @@ import 'scripts/vllm.just'
 import 'scripts/sgl.just'
 import 'scripts/trt.just'
 import 'scripts/bench.just'
+import 'scripts/gpu.just'
 
 # List the recipes, grouped.
 [private]

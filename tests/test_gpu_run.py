@@ -14,6 +14,7 @@ from bench.cli import main
 from bench.instrument import energy
 from bench.instrument.gpu_sampler import nvidia_present, read_lines
 from bench.instrument.records import read_records
+from bench.lab import gpucheck
 from bench.lab.calibration import start_server, stop_server
 from bench.results.gpu_timeline import gpu_timeline_series
 
@@ -136,3 +137,13 @@ def test_report_and_plot_show_energy_from_a_run_folder_with_gpu_jsonl(calibratio
     assert sum(s["rate"]) == sum(sum(r.chunk_tokens or [1] * len(r.chunk_times)) for r in measured)
     lo, hi = s["window"]
     assert 0 < lo < hi
+
+    # just gpu-check's table over the same folder, with an idle reading beside the runs
+    (run.parent / "idle.json").write_text(json.dumps({"total_power_w": 259.25}))
+    assert gpucheck.main(["table", str(run.parent)]) == 0
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if line.startswith("| c4"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[6] == "259.2" and cells[7] == f"{summary['joules_per_output_token']:,.3f}"
+    assert cells[11] == f"{summary['gpu_energy_counter_j']:,.1f}" and cells[10] == "none"
+    assert text.startswith("GPUs (no telemetry")  # measured with --gpu-ids none: the manifest says so
