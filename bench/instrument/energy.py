@@ -10,6 +10,9 @@ are also summed on their own, so they can be set side by side:
   integrated_energy_j  the trapezoid of power alone, null unless every interval had two readings
   energy_diff_pct      (integrated / counter - 1) x 100; the counter is the reference
   mean_power_w         energy_j / the time the intervals cover (coverage: that / the window)
+  integrated_from      the power readings the trapezoid used: power_instant_w (the driver's
+                       instantaneous draw) where both ends have it, else power_w (on recent GPUs a
+                       1 s average, which lags a step in load by ~0.5 s)
 A counter that goes down (driver reload, wrap-around) is a reset: that interval uses power.
 A gap between samples longer than GAP_INTERVALS intervals is counted; a GPU that answered with an
 error, or stopped being sampled before the window ended, is "lost": its energy covers what was
@@ -64,6 +67,7 @@ def one_gpu(samples: list[tuple[float, dict]], start: float, end: float, interva
     used = {"counter": 0, "power": 0}
     all_counter = all_power = True
     gaps, max_gap, resets = 0, 0.0, 0
+    fields: set[str] = set()  # which power readings the trapezoid used
     for (t0, a), (t1, b) in zip(good, good[1:]):
         share = max(0.0, min(t1, end) - max(t0, start)) / (t1 - t0) if t1 > t0 else 0.0
         if share <= 0:
@@ -78,8 +82,11 @@ def one_gpu(samples: list[tuple[float, dict]], start: float, end: float, interva
                 by_counter = b["energy_j"] - a["energy_j"]
             else:
                 resets += 1
-        if a.get("power_w") is not None and b.get("power_w") is not None:
-            by_power = (a["power_w"] + b["power_w"]) / 2 * dt
+        for field in ("power_instant_w", "power_w"):  # the instantaneous draw where the driver gives it
+            if a.get(field) is not None and b.get(field) is not None:
+                by_power = (a[field] + b[field]) / 2 * dt
+                fields.add(field)
+                break
         all_counter &= by_counter is not None
         all_power &= by_power is not None
         counter += share * (by_counter or 0.0)
@@ -101,6 +108,7 @@ def one_gpu(samples: list[tuple[float, dict]], start: float, end: float, interva
         "integrated_energy_j": power if measured and all_power else None,
         "energy_diff_pct": (power / counter - 1) * 100 if measured and all_counter and all_power and counter else None,
         "mean_power_w": energy / covered if covered else None,
+        "integrated_from": " and ".join(sorted(fields)) or None,
         "max_power_w": max((g["power_w"] for g in inside if g.get("power_w") is not None), default=None),
         "mean_sm_clock_mhz": _mean(g.get("sm_clock_mhz") for g in inside),
         "mean_util_gpu_pct": _mean(g.get("util_gpu_pct") for g in inside),

@@ -4,7 +4,8 @@
 does. A source gives `devices()` once (what the manifest keeps) and `sample()` per tick: one dict
 per chosen GPU, each field None where the GPU or its driver does not report it:
   index            the GPU's NVML index (nvidia-smi's numbering is the same)
-  power_w          board power draw, W (NVML: the driver's own average, updated every ~20-100 ms)
+  power_w          board power draw, W (NVML's power usage: on recent GPUs the driver's 1 s average)
+  power_instant_w  the instantaneous draw, W, where the driver has it (NVML field POWER_INSTANT)
   energy_j         energy counter, J, since the driver loaded (NVML only; Volta and newer)
   sm_clock_mhz, mem_clock_mhz      current clocks
   util_gpu_pct, util_mem_pct       utilisation over the driver's last sample period
@@ -38,6 +39,7 @@ REASONS = {
 THROTTLING = 0x4 | 0x8 | 0x20 | 0x40 | 0x80 | 0x200 | 0x400
 FIELDS = (
     "power_w",
+    "power_instant_w",
     "energy_j",
     "sm_clock_mhz",
     "mem_clock_mhz",
@@ -133,15 +135,33 @@ class Nvml:
                 return got
         return self._get("throttle", nv.nvmlDeviceGetCurrentClocksThrottleReasons, h)
 
+    def _instant(self, h) -> int | None:
+        """The instantaneous power field, mW; None where the driver lacks it (then never asked again)."""
+        nv = self.nv
+        if "instant" in self.dead or not hasattr(nv, "NVML_FI_DEV_POWER_INSTANT"):
+            return None
+        got = self._get("instant", nv.nvmlDeviceGetFieldValues, h, [nv.NVML_FI_DEV_POWER_INSTANT])
+        if got is None:
+            return None
+        v = got[0]
+        if v.nvmlReturn != nv.NVML_SUCCESS:
+            if v.nvmlReturn == nv.NVML_ERROR_NOT_SUPPORTED:
+                self.dead.add("instant")
+            return None
+        kinds = {nv.NVML_VALUE_TYPE_DOUBLE: "dVal", nv.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal"}
+        return getattr(v.value, kinds.get(v.valueType, "uiVal"))
+
     def _one(self, i: int, h) -> dict:
         nv, g = self.nv, self._get
         power = g("power", nv.nvmlDeviceGetPowerUsage, h)  # mW
+        instant = self._instant(h)  # mW
         energy = g("energy", nv.nvmlDeviceGetTotalEnergyConsumption, h)  # mJ
         util = g("util", nv.nvmlDeviceGetUtilizationRates, h)
         memory = g("mem", nv.nvmlDeviceGetMemoryInfo, h)
         return {
             "index": i,
             "power_w": power / 1000 if power is not None else None,
+            "power_instant_w": instant / 1000 if instant is not None else None,
             "energy_j": energy / 1000 if energy is not None else None,
             "sm_clock_mhz": g("sm", nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
             "mem_clock_mhz": g("memclk", nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM),

@@ -3,7 +3,8 @@
     python tests/data/gpu/make_samples.py      # rewrites tests/data/gpu/*.jsonl; same seed, same files
 
 H200-like boards: ~130 W idle, rising to ~450 W under load, the energy counter the exact integral of
-the true power (drawn every millisecond) plus the driver's starting count, power read at each sample.
+the true power (drawn every millisecond) plus the driver's starting count; at each sample the
+instantaneous power and, as NVML's power usage on recent GPUs, its mean over the last second.
 Load runs from 2 s to 18 s of a 20 s recording; the tests use that as the measured window.
 """
 
@@ -24,6 +25,11 @@ def true_power(t: float, gpu: int) -> float:
     lo, hi = 128.0 + 3 * gpu, 430.0 + 10 * gpu
     up = min(1.0, max(0.0, (t - LOAD[0]) / 0.5)) * min(1.0, max(0.0, (LOAD[1] + 0.5 - t) / 0.5))
     return lo + (hi - lo) * up + 15 * up * math.sin(2 * math.pi * t / 3.7 + gpu)
+
+
+def average_power(t: float, gpu: int) -> float:
+    """NVML's power usage on recent GPUs: the mean over the last second."""
+    return sum(true_power(t - (k + 0.5) / 50, gpu) for k in range(50)) / 50
 
 
 def device(i: int) -> dict:
@@ -65,7 +71,8 @@ def record(gpus: int, seconds: float = 20.0, interval: float = 0.1, seed: int = 
             samples.append(
                 {
                     "index": i,
-                    "power_w": round(true_power(t, i), 3),
+                    "power_w": round(average_power(t, i), 3),
+                    "power_instant_w": round(true_power(t, i), 3),
                     "energy_j": round(counter[i], 3),  # NVML's mJ / 1000
                     "sm_clock_mhz": 1980 if loaded else 345,
                     "mem_clock_mhz": 3201,
@@ -104,10 +111,11 @@ def wrap(k, t, line):
 
 
 def missing(k, t, line):
-    """GPU 0 has no energy counter (pre-Volta) nor temperature; GPU 1 misses its power now and then."""
-    line["gpus"][0].update(energy_j=None, temp_c=None, throttle=None)
+    """GPU 0 has no energy counter nor instantaneous power (an older board), nor temperature; GPU 1 misses its
+    power readings now and then."""
+    line["gpus"][0].update(energy_j=None, power_instant_w=None, temp_c=None, throttle=None)
     if k % 7 == 3:
-        line["gpus"][1]["power_w"] = None
+        line["gpus"][1].update(power_w=None, power_instant_w=None)
 
 
 def lost(k, t, line):
