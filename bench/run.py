@@ -34,6 +34,12 @@ def main(args: argparse.Namespace) -> int:
             f"client CPU while sending: {summary['client_cpu_ms_per_1k_chunks']:.1f} ms per 1,000 chunks",
             file=sys.stderr,
         )
+    if (sampler := summary.get("gpu_sampler")) and sampler.get("cpu_percent") is not None:
+        print(
+            f"GPU sampler ({sampler['source']}, {sampler['samples']} samples): "
+            f"{sampler['cpu_percent']:.2f} % of one core",
+            file=sys.stderr,
+        )
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
     verdict = summary["verdict"]

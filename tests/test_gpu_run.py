@@ -69,7 +69,7 @@ def test_bad_gpu_ids_get_one_sentence(capsys):
 @pytest.mark.skipif(
     nvidia_present(), reason="this host has an NVIDIA GPU: the sampler would read it, not the recording"
 )
-def test_the_sampler_process_end_to_end_on_a_recorded_nvidia_smi(calibration, tmp_path, monkeypatch):
+def test_the_sampler_process_end_to_end_on_a_recorded_nvidia_smi(calibration, tmp_path, monkeypatch, capsys):
     # The recorded nvidia-smi (tests/data/gpu/smi) replays two H200s' lines at the -lms interval.
     monkeypatch.setenv("PATH", f"{DATA / 'smi'}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "run"
@@ -93,6 +93,11 @@ def test_the_sampler_process_end_to_end_on_a_recorded_nvidia_smi(calibration, tm
     assert sampler["source"] == "nvidia-smi" and sampler["samples"] == len(samples) and sampler["cpu_percent"] >= 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["gpu_telemetry"]["gpus"] == devices["gpus"]
+    said = capsys.readouterr()
+    assert f"{summary['joules_per_output_token']:,.2f}" in next(
+        line for line in said.out.splitlines() if line.startswith("Energy per output token (J)")
+    )
+    assert f"GPU sampler (nvidia-smi, {len(samples)} samples): " in said.err
 
 
 def t0_of(run: Path) -> float:

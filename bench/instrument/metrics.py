@@ -273,6 +273,13 @@ def format_summary(summary: dict) -> str:
         head.append(("Request goodput (req/s)", s["request_goodput"]))
     if s.get("gpu_count"):
         head.append((f"Output throughput per GPU (tok/s, {s['gpu_count']} GPUs)", s.get("output_throughput_per_gpu")))
+    if s.get("gpu_energy_j") is not None:  # GPUs sampled (bench.instrument.energy defines these)
+        head += [
+            (f"GPU energy (J, {s.get('gpu_energy_source')}, {s.get('gpu_telemetry_count')} GPUs)", s["gpu_energy_j"]),
+            ("Energy per output token (J)", s.get("joules_per_output_token")),
+            ("Mean GPU power (W, all sampled GPUs)", s.get("mean_gpu_power_w")),
+            ("GPU throttled (share of samples)", s.get("gpu_throttled_share")),
+        ]
     head += [
         ("Multi-token chunks", f"{s.get('multi_token_chunks')} of {s.get('total_chunks')}"),
         ("Token usage source", s.get("usage_source")),

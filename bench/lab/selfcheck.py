@@ -32,6 +32,7 @@ def self_check(
                 + ["--concurrency", str(concurrency), "--num-prompts", str(2 * concurrency)]
                 + ["--input-len", "32", "--output-len", str(output_len), "--out", str(out), "--no-progress"]
                 + ["--scrape-interval", "0"]  # the client's error bar, not the server's telemetry
+                + ["--gpu-ids", "none"]  # nor the GPUs': the calibration server uses none
             )
             result = measure(check)
         except UserError as e:
