@@ -11,7 +11,8 @@ Each line of gpu.jsonl is one JSON object:
       "memory_total_mib"}]}: the first line; source "nvml" or "nvidia-smi".
   {"kind": "sample", "t", "phase", "gpus": [one dict per GPU, bench.instrument.gpu's fields]}
       t: time.perf_counter() (CLOCK_MONOTONIC, shared by all processes, so it lines up with the
-      records and the manifest's t0), the middle of the read; phase "warmup" or "measure".
+      records and the manifest's t0), the middle of the read; phase "warmup", "measure", or
+      "after" for the last sample(s), taken once SIGTERM came, so the samples span the window.
       NVML: every chosen GPU per line; nvidia-smi: one GPU per line, stamped when it arrived.
   {"kind": "info", "t", "message"}: something went wrong while sampling (the first time only).
   {"kind": "cost", "samples", "interval_s", "cpu_s", "loop_cpu_s", "loop_wall_s", "children_cpu_s",
@@ -72,24 +73,36 @@ class Loop:
         elif got.si_signo == signal.SIGTERM:
             self.stopping = True
 
+    def tick_nvml(self) -> None:
+        start = time.perf_counter()
+        gpus = self.source.sample()
+        t = (start + time.perf_counter()) / 2
+        self.write({"kind": "sample", "t": round(t, 6), "phase": self.phase, "gpus": gpus})
+        self.samples += 1
+        for g in gpus:
+            if "error" in g:
+                self.info(f"GPU {g['index']} could not be read: {g['error']}")
+
     def sample_nvml(self) -> None:
         due = time.perf_counter()
         while not self.stopping and served.process_alive(self.client):
-            start = time.perf_counter()
-            gpus = self.source.sample()
-            t = (start + time.perf_counter()) / 2
-            self.write({"kind": "sample", "t": round(t, 6), "phase": self.phase, "gpus": gpus})
-            self.samples += 1
-            for g in gpus:
-                if "error" in g:
-                    self.info(f"GPU {g['index']} could not be read: {g['error']}")
+            self.tick_nvml()
             due = max(due + self.interval, time.perf_counter())  # a slow read skips the slots it overran
             self.signals(due - time.perf_counter())
+        if self.stopping:  # one more, after the last request ended, so the samples span the window
+            self.phase = "after"
+            self.tick_nvml()
 
     def sample_smi(self) -> None:
         self.source.start(self.interval)
         fd, buf = self.source.proc.stdout.fileno(), b""
-        while not self.stopping and served.process_alive(self.client):
+        ids, stopped_at, after = set(self.source.ids), None, set()
+        while served.process_alive(self.client):
+            if self.stopping and stopped_at is None:
+                stopped_at, self.phase = time.perf_counter(), "after"
+            # Once stopped, read on until every GPU has a line from after the stop (at most 3 intervals).
+            if stopped_at is not None and (after >= ids or time.perf_counter() > stopped_at + 3 * self.interval):
+                break
             ready, _, _ = select.select([fd], [], [], self.interval)
             t = time.perf_counter()
             if ready:
@@ -103,6 +116,8 @@ class Loop:
                     if got is not None:
                         self.write({"kind": "sample", "t": round(t, 6), "phase": self.phase, "gpus": [got]})
                         self.samples += 1
+                        if stopped_at is not None:
+                            after.add(got["index"])
             self.signals(0)
 
     def run(self) -> None:
