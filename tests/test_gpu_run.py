@@ -154,3 +154,13 @@ def test_report_and_plot_show_energy_from_a_run_folder_with_gpu_jsonl(calibratio
     assert cells[6] == "259.2" and cells[7] == f"{summary['joules_per_output_token']:,.3f}"
     assert cells[11] == f"{summary['gpu_energy_counter_j']:,.1f}" and cells[10] == "none"
     assert text.startswith("GPUs (no telemetry")  # measured with --gpu-ids none: the manifest says so
+
+
+def test_gpu_check_warm_up_request_and_its_refusals(calibration, tmp_path, capsys):
+    assert gpucheck.main(["warmup", "--base-url", calibration]) == 0
+    assert capsys.readouterr().err.startswith("warm-up request answered in ")
+    assert gpucheck.main(["table", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"python -m bench.lab.gpucheck: no run folders under {tmp_path / 'none'}; run `just gpu-check` first\n"
+    )

@@ -66,7 +66,7 @@ def runs(folder: Path) -> list[tuple[dict, dict]]:
 def table(folder: Path) -> str:
     from tabulate import tabulate
 
-    found = runs(folder)
+    found = runs(folder) if folder.is_dir() else []
     if not found:
         raise UserError(f"no run folders under {folder}; run `just gpu-check` first")
     idle_file = folder / "idle.json"
@@ -122,8 +122,11 @@ def warmup(base_url: str) -> float:
         f"{base_url.rstrip('/')}/completions", body.encode(), {"Content-Type": "application/json"}
     )
     start = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=600) as answer:
-        answer.read()
+    try:
+        with urllib.request.urlopen(req, timeout=600) as answer:
+            answer.read()
+    except OSError as e:  # URLError, HTTPError, a timeout
+        raise UserError(f"the warm-up request to {base_url} failed ({e}); is the server up?") from None
     return time.perf_counter() - start
 
 
