@@ -169,3 +169,16 @@ def test_nvidia_smi_lines_read_as_samples():
     )
     assert lost == {"index": 2, "error": "[GPU is lost], [GPU is lost]"}
     assert gpu.parse_smi_line("index, power.draw [W]") is None
+
+
+def test_every_nvml_name_the_sampler_calls_exists_in_the_installed_binding():
+    # No GPU here: this at least holds the NVML reader to nvidia-ml-py's real names (a typo would only
+    # show on a GPU machine, as a field that is always None).
+    import re
+
+    import pynvml
+
+    source = (Path(gpu.__file__)).read_text()
+    names = set(re.findall(r"\b(?:nv|pynvml|self\.nv)\.(nvml\w+|NVML\w+)", source))
+    assert len(names) > 20
+    assert [n for n in sorted(names) if not hasattr(pynvml, n)] == []

@@ -59,8 +59,9 @@ def reason_names(mask: int | None) -> list[str]:
     return [name for bit, name in REASONS.items() if mask and mask & bit]
 
 
-def _text(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+def _text(v) -> str | None:
+    """NVML's strings: str from recent nvidia-ml-py, bytes from older ones, None when unread."""
+    return v.decode() if isinstance(v, bytes) else None if v is None else str(v)
 
 
 def select(count: int, ids: list[int] | None) -> list[int]:
@@ -124,7 +125,7 @@ class Nvml:
                 }
             )
         driver = self._get("driver", nv.nvmlSystemGetDriverVersion)
-        return {"source": self.name, "driver": _text(driver) if driver else None, "gpus": out}
+        return {"source": self.name, "driver": _text(driver), "gpus": out}
 
     def _reasons(self, h):
         # Newer drivers name it "clocks event reasons"; older ones have only the "throttle" name.
