@@ -107,11 +107,11 @@ def t0_of(run: Path) -> float:
 
 
 def shifted_recording(run: Path) -> None:
-    """The steady two-GPU recording, moved in time so its loaded part covers the run's window."""
+    """The power-capped two-GPU recording, moved in time so its capped part (6 s to 10 s) covers the run's window."""
     start = t0_of(run) + min(r.sent for r in read_records(run / "requests.jsonl") if not r.warmup)
-    shift = start - (5000.0 + 2.5)  # 0.5 s into the recording's load
+    shift = start - (5000.0 + 6.2)
     text = []
-    for x in read_lines(DATA / "steady-2gpu.jsonl"):
+    for x in read_lines(DATA / "capped-2gpu.jsonl"):
         if "t" in x:
             x["t"] += shift
         text.append(json.dumps(x))
@@ -134,6 +134,8 @@ def test_report_and_plot_show_energy_from_a_run_folder_with_gpu_jsonl(calibratio
     table = capsys.readouterr().out
     assert "J/out tok" in table and "GPU W mean" in table and "Throttled" in table
     assert f"{summary['joules_per_output_token']:,.2f}" in table
+    assert summary["gpu_throttle_reasons"] == {"sw_power_cap": 1.0}
+    assert "GPU throttling seen" in table and "c4: sw_power_cap 100 % of samples" in table
 
     assert main(["plot", str(tree)]) == 0
     assert (run / "gpu-timeline.png").stat().st_size > 10_000
@@ -152,7 +154,7 @@ def test_report_and_plot_show_energy_from_a_run_folder_with_gpu_jsonl(calibratio
     row = next(line for line in text.splitlines() if line.startswith("| c4"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[6] == "259.2" and cells[7] == f"{summary['joules_per_output_token']:,.3f}"
-    assert cells[11] == f"{summary['gpu_energy_counter_j']:,.1f}" and cells[10] == "none"
+    assert cells[11] == f"{summary['gpu_energy_counter_j']:,.1f}" and cells[10] == "sw_power_cap 100%"
     assert text.startswith("GPUs (no telemetry")  # measured with --gpu-ids none: the manifest says so
 
 
