@@ -4,7 +4,8 @@ Per campaign and scenario: output throughput against TTFT/TPOT p50/p99, one line
 points labelled by load point; throughput per GPU against interactivity (tok/s/user), with each
 engine's Pareto frontier drawn as a line (InferenceX's view), and beside it output tokens per
 joule when the runs sampled their GPUs. Per run with requests.jsonl: the CDFs of TTFT and ITL,
-and with gpu.jsonl the GPUs' power and SM clock over time (gpu-timeline.png). The `*_series` functions return exactly what is drawn.
+and with gpu.jsonl the GPUs' power and SM clock over time (gpu-timeline.png). The `*_series`
+functions return exactly what is drawn.
 """
 
 from __future__ import annotations
