@@ -170,7 +170,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--ignore-eos",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Force the full output length (default on for random, off for datasets).",
+        help="Force the full output length (default on for random, sessions and traces, off for datasets).",
     )
     ss = p.add_argument_group("sessions and traces")
     ss.add_argument(
@@ -274,6 +274,7 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
     if args.warmup < 0 or args.prefix_len < 0:
         raise UserError("--warmup and --prefix-len cannot be negative")
     random = args.dataset == "random"
+    exact = args.dataset in ("random", "sessions", "mooncake", "burstgpt")  # lengths the workload fixes
     return RunSpec(
         base_url=args.base_url,
         model=args.model,
@@ -295,11 +296,11 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         dataset=args.dataset,
         dataset_path=args.dataset_path,
         input_len=args.input_len,
-        output_len=args.output_len or (128 if random else None),
+        output_len=args.output_len or (128 if random or args.dataset == "sessions" else None),
         range_ratio=args.range_ratio,
         prefix_len=args.prefix_len,
         tokenizer=args.tokenizer,
-        ignore_eos=args.ignore_eos if args.ignore_eos is not None else random,
+        ignore_eos=args.ignore_eos if args.ignore_eos is not None else exact,
         out=args.out,
         campaign=args.campaign,
         scenario=args.scenario,
