@@ -155,8 +155,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["random", "sharegpt", "jsonl", "sessions", "sharegpt-sessions", "mooncake", "burstgpt"],
         default="random",
         help="random: exact token lengths; sharegpt: a ShareGPT JSON file; jsonl: one prompt per line; "
-        "sessions / sharegpt-sessions: multi-turn conversations (--num-prompts counts conversations, needs "
-        "--api chat); mooncake / burstgpt: replay a trace file at its recorded times.",
+        "sessions / sharegpt-sessions: multi-turn conversations (--num-prompts and --warmup count "
+        "conversations; needs --api chat); mooncake / burstgpt: replay a trace file at its recorded times.",
     )
     w.add_argument("--dataset-path", help="File for --dataset sharegpt or jsonl.")
     w.add_argument("--input-len", type=pos, default=1024, help="Prompt tokens per request (random).")
