@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from bench import paths
 from bench.errors import UserError
-from bench.instrument import checks, manifest, metrics, probe, schedule, served, verdict, workload
+from bench.instrument import checks, manifest, metrics, probe, schedule, served, session_metrics, verdict, workload
 from bench.instrument import session_trace_workload as more
 from bench.instrument.records import RecordWriter, read_records
 from bench.instrument.runner import Load, Runner
@@ -96,6 +96,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     # Summarise from the file, as any later reader would.
     records = list(read_records(out / "requests.jsonl"))
     summary = metrics.summarise(records, gpu_count=man["gpu_count"])
+    summary.update(session_metrics.summarise(records))  # per-turn latency and cache reuse; {} unless sessions
     partial = bool(stopped_by)
     summary["partial"] = partial
     # The client's own cost while sending (warm-up included): a busy client inflates latency.

@@ -222,10 +222,6 @@ def summarise(
         s["gpu_count"] = gpu_count
         for k in ("request_throughput", "output_throughput", "total_token_throughput"):
             s[f"{k}_per_gpu"] = s[k] / gpu_count if s[k] is not None else None
-    if any(r.session is not None for r in recs):  # a session workload: per-turn latency, its cache reuse
-        from bench.instrument import session_metrics
-
-        s.update(session_metrics.summarise(recs))
     return s
 
 
