@@ -57,3 +57,18 @@ def test_the_cache_serves_what_the_sessions_repeat_and_a_broken_history_is_flagg
     assert "history altered" in check["why"]
     manifest = json.loads((tmp_path / "broken" / "manifest.json").read_text())
     assert manifest["workload"]["session_fault"] == "retokenize"
+
+
+@pytest.mark.slow
+def test_a_mooncake_trace_gets_its_shared_blocks_from_the_cache(cached, tmp_path):
+    out = tmp_path / "trace"
+    trace = ROOT / "tests" / "data" / "mooncake-small.jsonl"
+    argv = ["run", "--base-url", cached, "--out", str(out), "--no-progress", "--scrape-interval", "0.5"]
+    assert main(argv + ["--dataset", "mooncake", "--dataset-path", str(trace), "--num-prompts", "24"]) in (0, 1)
+    summary = json.loads((out / "summary.json").read_text())
+    expected = json.loads((out / "manifest.json").read_text())["workload"]["theoretical_prefix_hit_rate"]
+    check = {c["check"]: c for c in summary["checks"]}["prefix_cache"]
+    print("mooncake trace, prefix cache:", check["why"])
+    assert summary["completed"] == 24 and summary["input_len_mismatches"] == 0
+    # The server's own counter: the blocks the trace shares by hash id are shared token for token.
+    assert check["status"] == "pass" and abs(check["figure"] - expected) < 0.1, check["why"]

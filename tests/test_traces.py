@@ -146,3 +146,11 @@ def test_a_bad_trace_line_is_named(tmp_path, capsys, content, says):
 def test_a_trace_refuses_a_rate(capsys):
     assert main(["run", "--dataset", "mooncake", "--dataset-path", str(TRACE), "--rate", "3"]) == 2
     assert "drop --rate" in capsys.readouterr().err
+
+
+def test_the_theoretical_hit_rate_counts_only_what_was_sent_before():
+    req = traces.TraceRequest
+    trace = [req(0, 100, 1, [7]), req(0, 600, 1, [7, 8]), req(0, 600, 1, [7, 8]), req(0, 512, 1, [9])]
+    # Request 1 finds 100 tokens of block 7 (request 0 sent no more), request 2 all 600, request 3 none.
+    assert traces.theoretical_hit_rate(trace, 0) == pytest.approx((100 + 600) / (100 + 600 + 600 + 512))
+    assert traces.theoretical_hit_rate(trace, 2) == pytest.approx(600 / (600 + 512))  # warm-up requests count as sent

@@ -128,16 +128,19 @@ def prompts(trace: list[TraceRequest], tokenizer, overhead: int, seed: int, time
 
 
 def theoretical_hit_rate(trace: list[TraceRequest], measured_from: int) -> float | None:
-    """Share of the measured requests' prompt tokens in blocks whose whole prefix chain of hash ids
-    an earlier request (warm-up included) already sent: what a large enough prefix cache serves."""
-    seen: set[int] = set()
+    """Share of the measured requests' prompt tokens that an earlier request (warm-up included) already
+    sent as the same prefix: block by block while the hash ids repeat, each block counted up to the
+    length an earlier request sent of it (a last block may have been cut short). What a prefix cache
+    large enough to keep everything serves."""
+    sent: dict[int, int] = {}  # hash id -> most tokens of its block sent so far
     reused = total = 0
     for i, req in enumerate(trace):
         prefix = True
         for j, h in enumerate(req.hash_ids):
-            prefix = prefix and h in seen
+            n = max(0, min(BLOCK, req.input_len - j * BLOCK))
             if prefix and i >= measured_from:
-                reused += max(0, min(BLOCK, req.input_len - j * BLOCK))
-            seen.add(h)
+                reused += min(n, sent.get(h, 0))
+            prefix = prefix and sent.get(h, 0) >= n
+            sent[h] = max(sent.get(h, 0), n)
         total += req.input_len if i >= measured_from else 0
     return reused / total if total else None
