@@ -22,6 +22,7 @@ from bench.instrument.transport import ConnectTimeout, FirstTokenTimeout
 from bench.instrument.workload import Prompt
 
 _TIMES = ("scheduled", "sent", "first", "last")
+SPIN = 1e-3  # s before a due time from which the runner yields instead of sleeping on a timer
 
 
 @dataclass
@@ -52,10 +53,13 @@ class Progress:
 
 
 async def until(due: float) -> None:
-    """Wait until perf_counter() reaches `due`. Timers round to ~1 ms and may fire that much early,
-    which sent requests before their time (negative send lag); the last stretch is re-checked."""
-    while (delay := due - perf_counter()) > 0:
-        await asyncio.sleep(delay)
+    """Wait until perf_counter() reaches `due`. Timers are ~1 ms coarse and may fire that much early
+    (a request sent before its time) or late; so sleep to within SPIN of it, then yield to the loop
+    (which keeps reading) until it comes."""
+    while (delay := due - perf_counter()) > SPIN:
+        await asyncio.sleep(delay - SPIN)
+    while perf_counter() < due:
+        await asyncio.sleep(0)
 
 
 class Runner:
