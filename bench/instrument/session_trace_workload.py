@@ -48,7 +48,9 @@ def build(spec: RunSpec, info: probe.ServerInfo, tok) -> tuple[list, list]:
         items = warm + traces.prompts(trace[spec.warmup :], tok, overhead, spec.seed, spec.time_scale)
     if len(items) < n:
         what = "conversations" if spec.dataset in sessions.DATASETS else "requests"
-        raise UserError(f"the dataset yields {len(items)} usable {what}, fewer than the {n} asked for")
+        raise UserError(
+            f"the dataset yields {len(items)} usable {what}, fewer than the {n} asked for; lower --num-prompts"
+        )
     return items[: spec.warmup], items[spec.warmup :]
 
 
