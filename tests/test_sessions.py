@@ -40,7 +40,7 @@ def by_session(out: Path) -> dict[int, list[Record]]:
     return {k: sorted(v, key=lambda r: r.turn) for k, v in convs.items()}
 
 
-def test_every_turn_sends_the_whole_history_with_the_servers_answers(calib, tmp_path):
+def test_every_turn_sends_the_whole_history_with_the_servers_answers(calib, tmp_path, capsys):
     out = tmp_path / "run"
     flags = ["--dataset", "sessions", "--concurrency", "2", "--num-prompts", "5", "--turns", "3"]
     assert run(calib, out, *flags, "--input-len", "20", "--output-len", "6", "--think-time", "0.03") == 0
@@ -62,6 +62,13 @@ def test_every_turn_sends_the_whole_history_with_the_servers_answers(calib, tmp_
     assert summary["theoretical_prefix_hit_rate"] == pytest.approx((20 + 46) / (20 + 46 + 72))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["workload"]["conversations"] == 5 and manifest["workload"]["turns_total"] == 15
+    printed = capsys.readouterr().out  # bench run's per-turn table
+    assert "5 conversations, 0 cut short; the workload repeats 47.8% of its prompt tokens" in printed
+    assert [line.split()[:3] for line in printed.splitlines() if line[:2] in ("0 ", "1 ", "2 ")] == [
+        ["0", "5/5", "20.00"],
+        ["1", "5/5", "46.00"],
+        ["2", "5/5", "72.00"],
+    ]
 
 
 def test_users_arriving_at_a_rate_start_their_conversations_on_schedule(calib, tmp_path):

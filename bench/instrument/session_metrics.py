@@ -53,3 +53,26 @@ def summarise(records: list[Record]) -> dict:
         "per_turn": per_turn,
         "theoretical_prefix_hit_rate": reused / total if total else None,
     }
+
+
+def format_turns(summary: dict) -> str:
+    """The per-turn table `bench run` prints for a session run, and what the prefix cache served."""
+    from tabulate import tabulate
+
+    def ms(v) -> str:
+        return "-" if v is None else f"{v:,.2f}"
+
+    rows = [
+        [t["turn"], f"{t['completed']}/{t['requests']}", ms(t["mean_prompt_tokens"])]
+        + [ms(t.get(k)) for k in ("mean_ttft_ms", "p50_ttft_ms", "p99_ttft_ms", "p50_e2el_ms")]
+        for t in summary.get("per_turn") or []
+    ]
+    cols = ["turn", "done", "prompt tok", "TTFT mean", "TTFT p50", "TTFT p99", "E2EL p50"]
+    out = tabulate(rows, headers=cols, tablefmt="simple", disable_numparse=True)
+    hit = summary.get("theoretical_prefix_hit_rate")
+    out += f"\n{summary.get('conversations')} conversations, {summary.get('sessions_cut_short')} cut short"
+    out += "" if hit is None else f"; the workload repeats {hit:.1%} of its prompt tokens"
+    cache = next((c for c in summary.get("checks") or [] if c.get("check") == "prefix_cache"), None)
+    if cache:
+        out += f"\nprefix_cache check {cache['status']}: {cache['why']}"
+    return out
