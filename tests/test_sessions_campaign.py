@@ -92,6 +92,10 @@ def test_the_shipped_sessions_set_plans(capsys, monkeypatch):
         ("[[scenario]]\nname='x'\ndataset='sessions'\nconcurrency=[1]\n", "synthetic sessions need input_len"),
         ("[[scenario]]\nname='x'\ndataset='mooncake'\nrates=[2]\n", "a trace sets its own times"),
         ("[[scenario]]\nname='x'\ndataset='nope'\nconcurrency=[1]\n", "dataset must be one of"),
+        (
+            "[[scenario]]\nname='x'\ndataset='sessions'\ninput_len=8\noutput_len=8\nturns='a'\nconcurrency=[1]\n",
+            "turns and think_time must be",
+        ),  # fmt: skip
     ],
 )
 def test_bad_session_scenarios_say_what_is_wrong(tmp_path, capsys, text, says):
@@ -100,3 +104,13 @@ def test_bad_session_scenarios_say_what_is_wrong(tmp_path, capsys, text, says):
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
     assert os.path.exists(tmp_path / "bad.toml")
+
+
+def test_the_fit_check_sees_a_sessions_last_turn():
+    from bench.results.fitset import load
+    from bench.results.scenarios import Scenario, points
+
+    s = Scenario("chat", 100, 20, dataset="sessions", turns="2:4", concurrency=[8])
+    assert load(points(s, Path("/tmp"))[0])[2:6] == (8, True, 4 * 100 + 3 * 20, 4 * 120)
+    unbounded = Scenario("chat", 100, 20, dataset="sessions", turns="exp:3", concurrency=[8])
+    assert load(points(unbounded, Path("/tmp"))[0])[4:6] == (None, None)

@@ -71,6 +71,10 @@ class Dist:
             return rng.uniform(self.a, self.b)
         return rng.expovariate(1 / self.a) if self.kind == "exp" and self.a > 0 else self.a
 
+    def most(self) -> float | None:
+        """The largest value it draws; None when unbounded (exponential)."""
+        return None if self.kind == "exp" else self.b if self.kind == "uniform" else self.a
+
     def __str__(self) -> str:
         return {"fixed": f"{self.a:g}", "uniform": f"{self.a:g}:{self.b:g}", "exp": f"exp:{self.a:g}"}[self.kind]
 

@@ -84,6 +84,17 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _distribution(text) -> bool:
+    from bench.instrument.sessions import Dist
+
+    if text is None:
+        return True
+    try:
+        return isinstance(text, str) and Dist.parse(text, "") is not None
+    except UserError:
+        return False
+
+
 def _scenario(raw: dict, where: str) -> Scenario:
     known = set(Scenario.__dataclass_fields__)
     if set(raw) - known:
@@ -105,6 +116,7 @@ def _scenario(raw: dict, where: str) -> Scenario:
         (s.concurrency or s.rates or s.dataset in TRACES, "give at least one load point in concurrency or rates"),
         (s.dataset not in TRACES or not s.rates, "a trace sets its own times: give no rates (time_scale instead)"),
         (_number(s.time_scale) and s.time_scale > 0, "time_scale must be a positive number"),
+        (all(_distribution(d) for d in (s.turns, s.think_time)), "turns and think_time must be N, A:B or exp:MEAN"),
         (s.max_concurrency is None or _count(s.max_concurrency), "max_concurrency must be a positive integer"),
         (_count(s.num_prompts), "num_prompts must be a positive integer"),
         (_number(s.prompts_per_concurrency) and s.prompts_per_concurrency >= 0, "prompts_per_concurrency must be >= 0"),
