@@ -44,9 +44,10 @@ def read(fmt: str, path: str) -> list[TraceRequest]:
         raise UserError(f"trace file {path} does not exist")
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            return _mooncake(f, path) if fmt == "mooncake" else _burstgpt(f, path)
+            trace = _mooncake(f, path) if fmt == "mooncake" else _burstgpt(f, path)
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read trace {path}: {e}") from None
+    return sorted(trace, key=lambda r: r.at)  # stable: requests recorded at one time keep their order
 
 
 def _mooncake(f, path: str) -> list[TraceRequest]:
