@@ -42,10 +42,11 @@ def test_the_cache_serves_what_the_sessions_repeat_and_a_broken_history_is_flagg
     check = {c["check"]: c for c in good["checks"]}["prefix_cache"]
     expected = good["theoretical_prefix_hit_rate"]
     assert 0.3 < expected < 0.7
-    # Measured close to the theory: whole 32-token blocks only (a little less), the previous
-    # answer's own blocks and the chat template's shared head (a little more).
+    # Measured close to the theory: whole 32-token blocks only (a little less); the previous answers'
+    # own blocks, when their text re-tokenises to the tokens generated (more, by at most the answers'
+    # share of the prompts, 48 of ~390 tokens a conversation).
     print("sessions, prefix cache:", check["why"])
-    assert check["status"] == "pass" and abs(check["figure"] - expected) < 0.1, check["why"]
+    assert check["status"] == "pass" and expected - 0.1 < check["figure"] < expected + 0.15, check["why"]
     assert [t["turn"] for t in good["per_turn"]] == [0, 1, 2]
 
     broken = sessions_run(cached, tmp_path / "broken", "--session-fault", "retokenize", "--seed", "1")
