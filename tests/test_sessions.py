@@ -80,6 +80,12 @@ def test_users_arriving_at_a_rate_start_their_conversations_on_schedule(calib, t
     firsts = [turns[0] for _, turns in sorted(by_session(out).items())]
     start = firsts[0].scheduled
     assert [r.scheduled - start for r in firsts] == pytest.approx(arrival_times(6, 20.0, 1.0, seed=4), abs=1e-6)
+    # A summary rebuilt from the records (`bench summarize`) has the session keys too.
+    before = json.loads((out / "summary.json").read_text())
+    assert main(["summarize", str(out), "--force"]) == 0
+    after = json.loads((out / "summary.json").read_text())
+    assert after["per_turn"] == before["per_turn"] and after["conversations"] == 6
+    assert after["theoretical_prefix_hit_rate"] == before["theoretical_prefix_hit_rate"] == pytest.approx(10 / 33)
 
 
 def test_sharegpt_conversations_keep_their_human_turns(calib, tmp_path):
