@@ -158,8 +158,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "sessions / sharegpt-sessions: multi-turn conversations (--num-prompts and --warmup count "
         "conversations; needs --api chat); mooncake / burstgpt: replay a trace file at its recorded times.",
     )
-    w.add_argument("--dataset-path", help="File for --dataset sharegpt or jsonl.")
-    w.add_argument("--input-len", type=pos, default=1024, help="Prompt tokens per request (random).")
+    w.add_argument(
+        "--dataset-path", help="File for --dataset sharegpt, jsonl, sharegpt-sessions, mooncake or burstgpt."
+    )
+    w.add_argument(
+        "--input-len", type=pos, default=1024, help="Prompt tokens per request (random); per user message (sessions)."
+    )
     w.add_argument("--output-len", type=pos, help="Output tokens per request (default 128 for random).")
     w.add_argument("--range-ratio", type=_ratio, default=0.0, help="Vary lengths uniformly by +-this fraction.")
     w.add_argument(
