@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.instrument import metrics, spec
+from bench.instrument import metrics, session_metrics, spec
 from bench.instrument.measure import measure
 
 
@@ -29,6 +29,8 @@ def main(args: argparse.Namespace) -> int:
     if not result.manifest["server"]["model_given"]:
         print(f"model: {result.manifest['server']['model']}, the only one the server serves", file=sys.stderr)
     print(metrics.format_summary(summary))
+    if summary.get("per_turn"):
+        print("\n" + session_metrics.format_turns(summary))
     if summary["client_cpu_ms_per_1k_chunks"] is not None:
         print(
             f"client CPU while sending: {summary['client_cpu_ms_per_1k_chunks']:.1f} ms per 1,000 chunks",

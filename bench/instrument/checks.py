@@ -5,7 +5,8 @@ window: counters from the full scrapes just before and just after it (server.jso
 "before" and "after"), levels from the periodic scrapes inside it (phase "measure"). A check
 whose data the server does not export is left out; `checks` says which ran. The figures:
 - prefix_cache: share of prompt tokens the prefix cache served (expected ~0 for unique prompts,
-  ~prefix_len / input_len with a shared prefix);
+  ~prefix_len / input_len with a shared prefix; for sessions and traces at least the
+  workload's theoretical_prefix_hit_rate less 10 points, a larger shortfall fails);
 - preemptions: requests the server preempted (KV cache full) during the window;
 - queueing: most requests waiting at the server while measuring (a closed loop at a concurrency
   the server admits should have none);
@@ -40,6 +41,7 @@ CPU_CEILING_MS = 15.0  # client CPU per 1,000 chunks above which the client may 
 CLOSED_LAG_MS = 20.0  # send lag p99 a closed loop may have (rounds of requests sent together)
 MIN_CHUNKS_FOR_CPU = 10_000  # below this the client's start-up dominates its CPU per chunk
 STEADY_CV = 0.15  # coefficient of variation of running requests / token rate in the steady part
+REUSE_SHORTFALL = 0.1  # a cache serving this much less than the workload repeats has lost prefixes
 
 
 def read_server(path: Path) -> list[dict]:
@@ -82,7 +84,10 @@ def _counter_checks(records: list[Record], before: dict, after: dict, manifest: 
     out = []
     wl = manifest.get("workload") or {}
     queries, hits = _delta(before, after, "prefix_queries"), _delta(before, after, "prefix_hits")
-    if queries:
+    reuse = summary.get("theoretical_prefix_hit_rate", wl.get("theoretical_prefix_hit_rate"))
+    if queries and reuse is not None:
+        out.append(_reuse_check(hits / queries, reuse))
+    elif queries and wl.get("conversations") is None:  # a session run without prompt usage has no expectation
         rate = hits / queries
         shared = (wl.get("prefix_len") or 0) / wl["input_len"] if wl.get("input_len") else 0.0
         ok = abs(rate - shared) <= 0.1
@@ -118,6 +123,17 @@ def _counter_checks(records: list[Record], before: dict, after: dict, manifest: 
         out.append(_check("ttft_agreement", status, round(gap, 3), round(width, 3), why))
     out += _hardware(before, after, manifest, summary)
     return out
+
+
+def _reuse_check(rate: float, reuse: float) -> dict:
+    """A session or trace workload repeats `reuse` of its prompt tokens: the cache should serve about
+    that much (more is fine: it may keep answers too); a shortfall means the prefix was lost."""
+    short = reuse - rate
+    why = f"the prefix cache served {rate:.1%} of prompt tokens; the workload repeats {reuse:.1%}"
+    if short > REUSE_SHORTFALL:
+        why += " (history altered between turns, prompts not built token for token, or the cache evicted them)"
+    status = "fail" if short > REUSE_SHORTFALL else "pass"
+    return _check("prefix_cache", status, round(rate, 4), round(reuse - REUSE_SHORTFALL, 4), why)
 
 
 def _bucket_width(buckets: list, seconds: float) -> float:
@@ -197,7 +213,7 @@ def _steadiness(during: list[dict], records: list[Record]) -> list[dict]:
 def _client_checks(manifest: dict, summary: dict) -> list[dict]:
     out = []
     lag = summary.get("p99_send_lag_ms")
-    closed = (manifest.get("load") or {}).get("rate") is None
+    closed = (manifest.get("load") or {}).get("rate") is None and "time_scale" not in (manifest.get("load") or {})
     if lag is not None:
         # A closed loop at high concurrency sends whole rounds at once when many streams end together.
         limit = CLOSED_LAG_MS if closed else 1.0

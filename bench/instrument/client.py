@@ -243,6 +243,8 @@ class RawTransport:
         self._idle: list = []
         self._poller: _Poller | None = None
         self._addr: tuple | None = None
+        # request id -> the raw bytes of its response, for those who need the text (sessions); None: keep none
+        self.kept: dict[str, list[bytes]] | None = None
 
     async def _open(self):
         if self.ssl is not None:
@@ -279,6 +281,8 @@ class RawTransport:
         head = f"{self._head}X-Request-Id: {request_id}\r\nContent-Length: {len(payload)}\r\n\r\n"
         conn = await self._connection()
         done = conn.start(self.api)
+        if self.kept is not None:
+            conn.reader.raw = self.kept[request_id] = []
         timer = None
         try:
             rec.sent = await conn.write(head.encode() + payload)

@@ -23,7 +23,19 @@ from urllib.parse import urlsplit
 
 from bench import paths
 from bench.errors import UserError
-from bench.instrument import checks, energy, manifest, metrics, probe, schedule, served, verdict, workload
+from bench.instrument import (
+    checks,
+    energy,
+    manifest,
+    metrics,
+    probe,
+    schedule,
+    served,
+    session_metrics,
+    verdict,
+    workload,
+)
+from bench.instrument import session_trace_workload as more
 from bench.instrument.gpu_sampler import GpuSampler, read_lines
 from bench.instrument.records import RecordWriter, read_records
 from bench.instrument.runner import Load, Runner
@@ -55,6 +67,8 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     t0 = perf_counter()
     man = _manifest(spec, info, server, label, t0)
     man["workload"]["tokenizer"] = {"path": str(tok_file), "sha256": workload.file_sha256(tok_file)}
+    if spec.dataset in more.KINDS:
+        man["workload"].update(more.describe(spec, warm, prompts))
     if self_check is not None:
         man["self_check"] = self_check(spec)
     manifest.write(out / "manifest.json", man)
@@ -65,7 +79,9 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     # makes no cyclic garbage (gc.collect() found none after 2,048 good requests at C=1024,
     # nor after 19,744 failed).
     arrivals = schedule.arrival_times(len(prompts), spec.rate, spec.burstiness, spec.seed) if spec.rate else None
+    arrivals = more.arrivals(spec, prompts) if spec.dataset in more.KINDS else arrivals
     load = Load(spec.concurrency, spec.rate, arrivals, spec.duration, spec.request_timeout)
+    load.connections = more.connections(spec, arrivals)
     transport = open_transport(spec, workload.token_counter(tok))
     make_body = request_body(info.model, spec.api, spec.ignore_eos, spec.extra_body)
     writer = RecordWriter(out / "requests.jsonl")
@@ -81,7 +97,8 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
         scraper.measuring()
 
     bar = spec.progress and sys.stderr.isatty()
-    runner = Runner(transport, writer, make_body, t0, show_progress=bar, on_measure_start=measuring)
+    runner_class, kinds_own = more.runner_class(spec, tok)
+    runner = runner_class(transport, writer, make_body, t0, show_progress=bar, on_measure_start=measuring, **kinds_own)
     gc.collect()
     gc.freeze()
     gc.disable()
@@ -98,6 +115,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     # Summarise from the file, as any later reader would.
     records = list(read_records(out / "requests.jsonl"))
     summary = metrics.summarise(records, gpu_count=man["gpu_count"])
+    summary.update(session_metrics.summarise(records))  # per-turn latency and cache reuse; {} unless sessions
     partial = bool(stopped_by)
     summary["partial"] = partial
     # The client's own cost while sending (warm-up included): a busy client inflates latency.
@@ -142,6 +160,9 @@ def build_workload(spec: RunSpec, info: probe.ServerInfo):
     path = _tokenizer_path(spec, info)
     tok = workload.load_tokenizer(path)
     n = spec.num_prompts + spec.warmup
+    if spec.dataset in more.KINDS:
+        warm, prompts = more.build(spec, info, tok)
+        return warm, prompts, tok, workload.tokenizer_file(path).resolve()
     if spec.dataset == "random":
         out_len = spec.output_len
         longest = (spec.input_len + out_len) * (1 + spec.range_ratio)
@@ -173,7 +194,9 @@ def request_body(model: str, api: str, ignore_eos: bool, extra: dict):
 
     def make(prompt: workload.Prompt) -> dict:
         body = {"model": model, "stream": True, "stream_options": stream_options, "temperature": 0.0}
-        if api == "chat":
+        if prompt.messages is not None:
+            body["messages"] = prompt.messages
+        elif api == "chat":
             body["messages"] = [{"role": "user", "content": prompt.text}]
         else:
             body["prompt"] = prompt.text
@@ -188,7 +211,7 @@ def request_body(model: str, api: str, ignore_eos: bool, extra: dict):
 
 
 def run_folder(spec: RunSpec, label: str) -> Path:
-    load = schedule.load_point_name(spec.concurrency, spec.rate)
+    load = more.load_point(spec)
     out = spec.out or paths.RESULTS / "runs" / f"{datetime.now():%Y%m%d-%H%M%S}-{label}-{load}"
     if out.exists() and any(out.iterdir()):
         raise UserError(f"run folder {out} already holds results; choose another --out (nothing is overwritten)")
@@ -234,6 +257,7 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
             "warmup": spec.warmup,
             "duration": spec.duration,
             "min_success": spec.min_success,
+            **({"time_scale": spec.time_scale} if spec.dataset in more.traces.FORMATS else {}),
         },
     )
     man["gpu_count"] = spec.gpus or server.get("gpus") or man["gpu_count"]
@@ -241,7 +265,7 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
         man["campaign"] = {
             "name": spec.campaign,
             "scenario": spec.scenario,
-            "load_point": schedule.load_point_name(spec.concurrency, spec.rate),
+            "load_point": more.load_point(spec),
         }
     return man
 

@@ -50,6 +50,7 @@ class ResponseReader:
         "last",
         "reset",
         "done",
+        "raw",
     )
 
     def __init__(self, api: str):
@@ -65,9 +66,12 @@ class ResponseReader:
         self.last = b""  # the last read that carried usage
         self.reset = False  # the connection was reset under this response
         self.done = False  # the closing `data: [DONE]` line came
+        self.raw: list[bytes] | None = None  # when a list: every read is kept in it (a session needs the reply's text)
 
     def feed(self, data: bytes, t: float) -> bool:
         """Take one read that arrived at `t`; True once the response is complete."""
+        if self.raw is not None:
+            self.raw.append(data)
         # The steady state first: one or more whole events, each with usage, body going on.
         # (_count's loop, written out here: this runs once per read, tens of thousands a second.)
         if data.endswith(_EVENT_END) and self.general is None and not self.fresh:

@@ -60,6 +60,8 @@ class Record:
     error: str = ""  # empty for success, else what went wrong, in one line
     error_kind: str = ""  # short class of the error: http_4xx, http_5xx, timeout, ...
     worker: int = 0  # client worker process that sent it
+    session: int | None = None  # session workloads: the conversation this request is a turn of
+    turn: int | None = None  # session workloads: its turn in that conversation, from 0
 
     @property
     def ok(self) -> bool:

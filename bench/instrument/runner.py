@@ -22,6 +22,7 @@ from bench.instrument.transport import ConnectTimeout, FirstTokenTimeout
 from bench.instrument.workload import Prompt
 
 _TIMES = ("scheduled", "sent", "first", "last")
+SPIN = 1e-3  # s before a due time from which the runner yields instead of sleeping on a timer
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Load:
     arrivals: list[float] | None  # offsets (s) of each measured request, from schedule.arrival_times
     duration: float | None  # stop sending new requests after this many seconds
     timeout: float | None  # give up on one request after this many seconds
+    connections: int | None = None  # to open before timing; None: the concurrency cap, none without one
 
 
 @dataclass
@@ -48,6 +50,16 @@ class Progress:
             f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} done, "
             f"{self.failed} failed, {self.in_flight} in flight, {perf_counter() - self.started:.1f} s"
         )
+
+
+async def until(due: float) -> None:
+    """Wait until perf_counter() reaches `due`. Timers are ~1 ms coarse and may fire that much early
+    (a request sent before its time) or late; so sleep to within SPIN of it, then yield to the loop
+    (which keeps reading) until it comes."""
+    while (delay := due - perf_counter()) > SPIN:
+        await asyncio.sleep(delay - SPIN)
+    while perf_counter() < due:
+        await asyncio.sleep(0)
 
 
 class Runner:
@@ -76,12 +88,14 @@ class Runner:
             sent=0.0,
             input_len=prompt.input_len,
             output_len=prompt.output_len,
+            session=prompt.session,
+            turn=prompt.turn,
         )
         self.progress.in_flight += 1
         fill = None
         try:
             async with asyncio.timeout(timeout):  # no extra task, unlike wait_for on 3.11
-                end, fill = await self.transport.send(self.make_body(prompt), f"bench-{self.run_id}-{rec.id}", rec)
+                end, fill = await self.transport.send(self.make_body(prompt), self.request_id(rid), rec)
         except TimeoutError:
             end = self._failed(rec, "timeout_total", f"no complete response within {timeout:g} s")
         except ConnectTimeout as e:
@@ -103,6 +117,10 @@ class Runner:
         if len(self.ended) == 1:
             asyncio.get_running_loop().call_soon(self.write_ended)
         return end
+
+    def request_id(self, rid: int) -> str:
+        """The X-Request-Id of request `rid` (servers log it; the calibration server keys its log by it)."""
+        return f"bench-{self.run_id}-{rid}"
 
     def _failed(self, rec: Record, kind: str, message: str) -> float:
         now = perf_counter()
@@ -141,7 +159,8 @@ class Runner:
         order = iter(range(len(prompts)))
         # Closed loops and capped open loops know how many connections they need.
         with contextlib.suppress(OSError, ConnectTimeout):  # a refused connection fails, and is recorded, per request
-            await self.transport.preconnect(min(cap, len(prompts)) if load.concurrency else 0)
+            n = min(cap, len(prompts)) if load.concurrency else 0
+            await self.transport.preconnect(load.connections if load.connections is not None and not warmup else n)
         if not warmup and self.on_measure_start is not None:
             self.on_measure_start()  # e.g. the scraper's "before" scrape: taken before anything is sent
         start = perf_counter()
@@ -153,9 +172,7 @@ class Runner:
                 due = start + (arrivals[k] if arrivals else 0.0)
                 if self.stopping or (deadline is not None and max(due, perf_counter()) > deadline):
                     return
-                delay = due - perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                await until(due)
                 free = await self.one(self.id_base + k, prompts[k], max(due, free), warmup, load.timeout)
 
         self.tasks = [asyncio.ensure_future(worker()) for _ in range(min(cap, len(prompts)))]

@@ -39,7 +39,7 @@ class RunSpec:
     warmup: int
     seed: int
     # workload
-    dataset: str  # "random", "sharegpt" or "jsonl"
+    dataset: str  # "random", "sharegpt", "jsonl", a session workload or a trace format
     dataset_path: str | None
     input_len: int
     output_len: int | None  # 128 for random prompts when not given; None: the dataset's own
@@ -58,6 +58,11 @@ class RunSpec:
     gpu_ids: str = "all"  # GPUs to sample: "all" visible, "none", or indices "0,1"
     gpu_interval: float = 0.1  # seconds between GPU samples
     argv: list[str] = field(default_factory=list)  # the command line, for the manifest
+    # sessions and trace replay (bench.instrument.sessions, bench.instrument.traces)
+    turns: str = "3"  # turns per conversation, a distribution (N, A:B, exp:M)
+    think_time: str = "0"  # seconds between an answer and the next turn, a distribution
+    session_fault: str | None = None  # a deliberate fault in the history ("retokenize"); None: none
+    time_scale: float = 1.0  # trace replay: the recorded gaps multiplied by this
 
     @property
     def api_key(self) -> str | None:
@@ -154,12 +159,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w = p.add_argument_group("workload")
     w.add_argument(
         "--dataset",
-        choices=["random", "sharegpt", "jsonl"],
+        choices=["random", "sharegpt", "jsonl", "sessions", "sharegpt-sessions", "mooncake", "burstgpt"],
         default="random",
-        help="random: exact token lengths; sharegpt: a ShareGPT JSON file; jsonl: one prompt per line.",
+        help="random: exact token lengths; sharegpt: a ShareGPT JSON file; jsonl: one prompt per line; "
+        "sessions / sharegpt-sessions: multi-turn conversations (--num-prompts and --warmup count "
+        "conversations; needs --api chat); mooncake / burstgpt: replay a trace file at its recorded times.",
     )
-    w.add_argument("--dataset-path", help="File for --dataset sharegpt or jsonl.")
-    w.add_argument("--input-len", type=pos, default=1024, help="Prompt tokens per request (random).")
+    w.add_argument(
+        "--dataset-path", help="File for --dataset sharegpt, jsonl, sharegpt-sessions, mooncake or burstgpt."
+    )
+    w.add_argument(
+        "--input-len", type=pos, default=1024, help="Prompt tokens per request (random); per user message (sessions)."
+    )
     w.add_argument("--output-len", type=pos, help="Output tokens per request (default 128 for random).")
     w.add_argument("--range-ratio", type=_ratio, default=0.0, help="Vary lengths uniformly by +-this fraction.")
     w.add_argument(
@@ -170,7 +181,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--ignore-eos",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Force the full output length (default on for random, off for datasets).",
+        help="Force the full output length (default on for random, sessions and traces, off for datasets).",
+    )
+    ss = p.add_argument_group("sessions and traces")
+    ss.add_argument(
+        "--turns", default="3", help="Turns per synthetic conversation: N, A:B (uniform) or exp:MEAN (rounded)."
+    )
+    ss.add_argument(
+        "--think-time",
+        default="0",
+        help="Seconds a session's user waits after an answer before the next turn: N, A:B or exp:MEAN.",
+    )
+    ss.add_argument(
+        "--session-fault",
+        choices=["retokenize"],
+        help="Break the history on purpose (re-tokenise it every turn) to see the prefix cache lose it.",
+    )
+    ss.add_argument(
+        "--time-scale",
+        type=posf,
+        default=1.0,
+        help="Trace replay: multiply the recorded gaps by this (0.5 = twice as fast).",
     )
     o = p.add_argument_group("output")
     o.add_argument(
@@ -262,11 +293,22 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
             f"--base-url {args.base_url!r} is not an http:// or https:// address; give one such as "
             "http://127.0.0.1:8000/v1"
         )
-    if args.concurrency is None and args.rate is None:
+    trace = args.dataset in ("mooncake", "burstgpt")
+    if args.concurrency is None and args.rate is None and not trace:
         raise UserError("give --concurrency N (closed loop) or --rate R (open loop)")
+    if trace and args.rate is not None:
+        raise UserError(f"--dataset {args.dataset} sends at the trace's times; drop --rate (--time-scale speeds it up)")
+    if args.dataset in ("sessions", "sharegpt-sessions") and (args.api != "chat" or args.transport != "raw"):
+        raise UserError(f"--dataset {args.dataset} sends chat history: give --api chat (with the raw transport)")
+    if args.dataset in ("sessions", "sharegpt-sessions"):
+        from bench.instrument.sessions import Dist
+
+        Dist.parse(args.turns, "--turns")
+        Dist.parse(args.think_time, "--think-time")
     if args.warmup < 0 or args.prefix_len < 0:
         raise UserError("--warmup and --prefix-len cannot be negative")
     random = args.dataset == "random"
+    exact = args.dataset in ("random", "sessions", "mooncake", "burstgpt")  # lengths the workload fixes
     return RunSpec(
         base_url=args.base_url,
         model=args.model,
@@ -288,11 +330,11 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         dataset=args.dataset,
         dataset_path=args.dataset_path,
         input_len=args.input_len,
-        output_len=args.output_len or (128 if random else None),
+        output_len=args.output_len or (128 if random or args.dataset == "sessions" else None),
         range_ratio=args.range_ratio,
         prefix_len=args.prefix_len,
         tokenizer=args.tokenizer,
-        ignore_eos=args.ignore_eos if args.ignore_eos is not None else random,
+        ignore_eos=args.ignore_eos if args.ignore_eos is not None else exact,
         out=args.out,
         campaign=args.campaign,
         scenario=args.scenario,
@@ -303,6 +345,10 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         gpu_ids=args.gpu_ids,
         gpu_interval=args.gpu_interval,
         argv=list(argv),
+        turns=args.turns,
+        think_time=args.think_time,
+        session_fault=args.session_fault,
+        time_scale=args.time_scale,
     )
 
 

@@ -29,6 +29,10 @@ class Prompt:
     text: str
     input_len: int | None  # tokens the server should count (None when unknown)
     output_len: int | None  # max_tokens to ask for (None: let the model stop)
+    messages: list[dict] | None = None  # chat messages to send instead of `text` (a session's history)
+    session: int | None = None  # session workloads: conversation and turn, copied into the record
+    turn: int | None = None
+    at: float | None = None  # trace replay: seconds after the trace's first measured request
 
 
 def tokenizer_file(path: str) -> Path:

@@ -94,12 +94,26 @@ def point_spec(args, p: Point, label: str, campaign: str, extra: list[str]) -> R
     argv += ["--model", args.model] if args.model else []
     argv += ["--concurrency", str(p.concurrency)] if p.concurrency else []
     argv += ["--rate", f"{p.rate:g}"] if p.rate else []
-    argv += (
-        ["--dataset", s.dataset, "--dataset-path", s.dataset_path] if s.dataset else ["--input-len", str(s.input_len)]
-    )
+    if s.dataset and s.dataset != "sessions":  # synthetic sessions read no file
+        argv += ["--dataset", s.dataset, "--dataset-path", s.dataset_path]
+    else:
+        argv += ["--input-len", str(s.input_len)]
+    argv += session_trace_flags(s)
     argv += ["--output-len", str(s.output_len)] if s.output_len else []
     argv += ["--range-ratio", f"{s.range_ratio:g}"] if s.range_ratio else []
     return spec.parse(argv + extra)
+
+
+def session_trace_flags(s: Scenario) -> list[str]:
+    """The `bench run` flags of a session or trace scenario (sessions send chat history)."""
+    argv = ["--dataset", "sessions"] if s.dataset == "sessions" else []
+    if s.dataset in ("sessions", "sharegpt-sessions"):
+        argv += ["--api", "chat"]
+        argv += ["--turns", s.turns] if s.turns else []
+        argv += ["--think-time", s.think_time] if s.think_time else []
+    if s.dataset in ("mooncake", "burstgpt"):
+        argv += ["--time-scale", f"{s.time_scale:g}"]
+    return argv
 
 
 def measure_point(run: RunSpec) -> int:
@@ -172,7 +186,7 @@ def plan(
         if reason := skip_reason(s, args.skip, engines, max_len):
             say(f"  {s.name:<14} skipped: {reason}")
             continue
-        if s.dataset:
+        if s.dataset and s.dataset != "sessions":
             given = s.dataset_path and os.path.expandvars(os.path.expanduser(s.dataset_path))
             s.dataset_path = args.dataset_path or given
             if not s.dataset_path or not Path(s.dataset_path).is_file():

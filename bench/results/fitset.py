@@ -7,7 +7,8 @@ plain data, Loads, and this module, which may import both, turns a set's points 
   loop without a cap can have at most all its prompts in flight (said as a note, never a refusal);
 - random prompts are at most input_len x (1 + range_ratio) long, and output_len x (1 + range_ratio);
 - ShareGPT prompts are at most 1024 tokens and 2048 with their output (bench.instrument.workload's filter);
-  a JSONL dataset's lengths are unknown until it is read, so only its concurrency is checked.
+  a JSONL dataset's lengths are unknown until it is read, so only its concurrency is checked (so for
+  ShareGPT sessions and traces); a synthetic session's longest prompt is its last turn's whole history.
 `just fit RECIPE SET [ARGS]` renders the recipe's command with PRINT=1 through just, so it judges exactly
 what the recipe would run (several lines for a layout of several processes), and calls
     python -m bench.results.fitset --recipe RECIPE SET -- COMMAND
@@ -25,6 +26,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError, exit_status
+from bench.instrument.sessions import Dist
 from bench.instrument.workload import SHAREGPT_MAX_INPUT, SHAREGPT_MAX_TOTAL
 from bench.results.scenarios import Point, Scenario, find_set, load_set, points
 from bench.serve import fit
@@ -42,6 +44,8 @@ def load(p: Point) -> Load:
             SHAREGPT_MAX_INPUT,
             min(SHAREGPT_MAX_TOTAL, SHAREGPT_MAX_INPUT + s.output_len) if s.output_len else SHAREGPT_MAX_TOTAL,
         )
+    elif s.dataset == "sessions":
+        longest = _session_longest(s)
     elif s.dataset:
         longest = (None, None)
     else:
@@ -49,6 +53,17 @@ def load(p: Point) -> Load:
         longest = (i, i + round(s.output_len * (1 + s.range_ratio)))
     capped = p.concurrency is not None
     return Load(s.name, p.name, p.concurrency or p.num_prompts, capped, *longest)
+
+
+def _session_longest(s: Scenario) -> tuple[int | None, int | None]:
+    """A synthetic session's last turn carries every earlier message and answer (the chat template's
+    own tokens aside); unknown when the turns are unbounded (exp:MEAN)."""
+    most = Dist.parse(s.turns or "3", "turns").most()
+    if most is None:
+        return None, None
+    i, o = round(s.input_len * (1 + s.range_ratio)), round(s.output_len * (1 + s.range_ratio))
+    n = max(1, round(most))
+    return n * i + (n - 1) * o, n * (i + o)
 
 
 def skipped(s: Scenario, labels: list[str]) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.instrument import metrics
 from bench.instrument.checks import read_server
 from bench.instrument.gpu_sampler import read_lines
+from bench.results import turns
 from bench.results.gpu_timeline import plot_gpu_timeline
 from bench.results.report import context, load_key, scenario_key, value
 from bench.results.runfolder import MARKS, Run, runs_under
@@ -253,6 +254,8 @@ def draw(tree, out=None, include_flagged: bool = False) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             plot_cdf(cdf_series(run.records()), run, folder / "cdf-ttft-itl.png")
             written.append(folder / "cdf-ttft-itl.png")
+        if turns.plot(run, folder / "per-turn.png"):
+            written.append(folder / "per-turn.png")
         server = read_server(run.path / "server.jsonl")
         title = f"engine {run.engine}, scenario {run.scenario}, load {run.load_point}"
         if server and plot_timeline(server, title, folder / "server-timeline.png"):

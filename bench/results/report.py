@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError
+from bench.results import turns
 from bench.results.runfolder import MARKS, Run, runs_under
 
 # name -> (column title, summary keys tried in order, higher is better)
@@ -230,6 +231,8 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
         ]:
             out.append("GPU throttling seen (clock event reasons that limit the clocks):\n")
             out.append("\n".join(f"- {line}" if md else f"  {line}" for line in throttled) + "\n")
+        if per_turn := turns.table([r for r in runs if r.campaign == camp], fmt, md):
+            out.append(per_turn)
     return "\n".join(out)
 
 

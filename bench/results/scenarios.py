@@ -19,6 +19,8 @@ from bench.errors import UserError
 from bench.paths import SCENARIO_DIR
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # safe as a folder name
+DATASETS = (None, "sharegpt", "jsonl", "sessions", "sharegpt-sessions", "mooncake", "burstgpt")
+TRACES = ("mooncake", "burstgpt")  # one load point: the trace's own times
 
 
 @dataclass
@@ -35,6 +37,9 @@ class Scenario:
     num_prompts: int = 100
     prompts_per_concurrency: float = 0
     skip: list = field(default_factory=list)
+    turns: str | None = None  # sessions: turns per conversation, a distribution (bench run --turns)
+    think_time: str | None = None  # sessions: seconds between an answer and the next turn (--think-time)
+    time_scale: float = 1.0  # trace replay: the recorded gaps multiplied by this (--time-scale)
 
 
 @dataclass
@@ -79,6 +84,17 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _distribution(text) -> bool:
+    from bench.instrument.sessions import Dist
+
+    if text is None:
+        return True
+    try:
+        return isinstance(text, str) and Dist.parse(text, "") is not None
+    except UserError:
+        return False
+
+
 def _scenario(raw: dict, where: str) -> Scenario:
     known = set(Scenario.__dataclass_fields__)
     if set(raw) - known:
@@ -89,12 +105,18 @@ def _scenario(raw: dict, where: str) -> Scenario:
         raise UserError(f"{where}: needs a name made of letters, digits, '.', '_' or '-'")
     s = Scenario(**raw)
     for ok, what in [
-        (s.dataset in (None, "sharegpt", "jsonl"), "dataset must be sharegpt or jsonl (or absent for random prompts)"),
-        (s.dataset or (_count(s.input_len) and _count(s.output_len)), "random prompts need input_len and output_len"),
+        (s.dataset in DATASETS, f"dataset must be one of {', '.join(map(str, DATASETS[1:]))} (or absent for random)"),
+        (
+            s.dataset not in (None, "sessions") or (_count(s.input_len) and _count(s.output_len)),
+            "random prompts and synthetic sessions need input_len and output_len",
+        ),
         (s.output_len is None or _count(s.output_len), "output_len must be a positive integer"),
         (isinstance(s.concurrency, list) and all(map(_count, s.concurrency)), "concurrency must list positive ints"),
         (isinstance(s.rates, list) and all(_number(r) and r > 0 for r in s.rates), "rates must list positive req/s"),
-        (s.concurrency or s.rates, "give at least one load point in concurrency or rates"),
+        (s.concurrency or s.rates or s.dataset in TRACES, "give at least one load point in concurrency or rates"),
+        (s.dataset not in TRACES or not s.rates, "a trace sets its own times: give no rates (time_scale instead)"),
+        (_number(s.time_scale) and s.time_scale > 0, "time_scale must be a positive number"),
+        (all(_distribution(d) for d in (s.turns, s.think_time)), "turns and think_time must be N, A:B or exp:MEAN"),
         (s.max_concurrency is None or _count(s.max_concurrency), "max_concurrency must be a positive integer"),
         (_count(s.num_prompts), "num_prompts must be a positive integer"),
         (_number(s.prompts_per_concurrency) and s.prompts_per_concurrency >= 0, "prompts_per_concurrency must be >= 0"),
@@ -111,6 +133,9 @@ def points(s: Scenario, folder: Path) -> list[Point]:
     from bench.instrument.schedule import load_point_name
 
     loads = [(c, None) for c in s.concurrency] + [(s.max_concurrency, float(r)) for r in s.rates]
+    if s.dataset in TRACES:
+        name = f"replay-x{s.time_scale:g}" + (f"-c{s.max_concurrency}" if s.max_concurrency else "")
+        return [Point(s, name, s.max_concurrency, None, s.num_prompts, folder / s.name / name)]
     return [
         Point(
             s,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.instrument import checks, energy, manifest, metrics, verdict
+from bench.instrument import checks, energy, manifest, metrics, session_metrics, verdict
 from bench.instrument.records import read_records
 from bench.results.runfolder import MANIFEST, REQUESTS, SUMMARY, read_json
 
@@ -47,6 +47,7 @@ def rebuild(folder: Path, force: bool = False) -> dict:
         out.rename(aside)
     records = list(read_records(folder / REQUESTS))
     summary = metrics.summarise(records, gpu_count=man.get("gpu_count"))
+    summary.update(session_metrics.summarise(records))
     summary.update(partial=True, rebuilt=REBUILT, client_cpu_s=None, client_cpu_ms_per_1k_chunks=None)
     summary["verdict"] = verdict.judge(summary, (man.get("load") or {}).get("min_success", 0.99))
     summary["notes"] = verdict.notes(summary)
