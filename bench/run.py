@@ -34,6 +34,9 @@ def main(args: argparse.Namespace) -> int:
             f"client CPU while sending: {summary['client_cpu_ms_per_1k_chunks']:.1f} ms per 1,000 chunks",
             file=sys.stderr,
         )
+    fleet = summary["workers"]
+    if fleet["count"] > 1:
+        print(f"client: {fleet['count']} worker processes ({fleet['why']})", file=sys.stderr)
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
     verdict = summary["verdict"]

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from bench import paths
 from bench.errors import UserError
-from bench.instrument import checks, manifest, metrics, probe, schedule, served, verdict, workload
+from bench.instrument import checks, manifest, metrics, probe, schedule, served, verdict, workers, workload
 from bench.instrument.records import RecordWriter, read_records
 from bench.instrument.runner import Load, Runner
 from bench.instrument.scrape import Scraper
@@ -76,11 +76,21 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     gc.collect()
     gc.freeze()
     gc.disable()
+    n_workers, why = workers.choose(spec, len(prompts))
+    ran = None
     cpu = time.process_time()
     try:
-        stopped_by = _event_loop_run(_send(runner, warm, prompts, load))
+        if n_workers > 1:  # processes of their own, started together; requests.jsonl is their merged records
+            writer.close()
+            job = workers.Job(
+                spec, info.model, str(tok_file), t0, out, open_transport, request_body, _send, _event_loop_run
+            )
+            ran = workers.run(job, workers.deal(warm, prompts, load, n_workers), scraper.measuring)
+            stopped_by = ran.stopped_by
+        else:
+            stopped_by = _event_loop_run(_send(runner, warm, prompts, load))
     finally:
-        cpu = time.process_time() - cpu
+        cpu = time.process_time() - cpu if ran is None else ran.cpu_s
         gc.enable()
         gc.unfreeze()
         scraped = scraper.stop()  # its "after" scrape, its cost line; server.jsonl is complete
@@ -90,6 +100,8 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     summary = metrics.summarise(records, gpu_count=man["gpu_count"])
     partial = bool(stopped_by)
     summary["partial"] = partial
+    summary["workers"] = {"count": 1, "cores": None, "died": []} if ran is None else ran.info
+    summary["workers"]["why"] = why
     # The client's own cost while sending (warm-up included): a busy client inflates latency.
     chunks = sum(len(r.chunk_times) for r in records)
     summary["client_cpu_s"] = round(cpu, 3)

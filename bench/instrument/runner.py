@@ -65,7 +65,11 @@ class Runner:
         self.id_base = 0  # ids continue from the warm-up phase into the measured one
         self.tasks: list[asyncio.Task] = []
         self.ended: list = []  # (record, fill) of requests ended in this loop turn
-        self.on_measure_start = on_measure_start  # called once, right before the first measured request
+        # Called once, right before the first measured request; it may return the moment the
+        # measured phase starts (a worker of several waits there for the shared start).
+        self.on_measure_start = on_measure_start
+        self.worker = 0  # the client process this runner is (bench.instrument.workers)
+        self.ids: dict[bool, list[int]] = {}  # per phase (warmup?): ids when not consecutive (a worker's share)
 
     # -- one request ---------------------------------------------------------------------
     async def one(self, rid: int, prompt: Prompt, scheduled: float, warmup: bool, timeout: float | None) -> float:
@@ -76,6 +80,7 @@ class Runner:
             sent=0.0,
             input_len=prompt.input_len,
             output_len=prompt.output_len,
+            worker=self.worker,
         )
         self.progress.in_flight += 1
         fill = None
@@ -142,9 +147,11 @@ class Runner:
         # Closed loops and capped open loops know how many connections they need.
         with contextlib.suppress(OSError, ConnectTimeout):  # a refused connection fails, and is recorded, per request
             await self.transport.preconnect(min(cap, len(prompts)) if load.concurrency else 0)
+        begins = None
         if not warmup and self.on_measure_start is not None:
-            self.on_measure_start()  # e.g. the scraper's "before" scrape: taken before anything is sent
-        start = perf_counter()
+            begins = self.on_measure_start()  # e.g. the scraper's "before" scrape: taken before anything is sent
+        start = perf_counter() if begins is None else begins
+        ids = self.ids.get(warmup) or range(self.id_base, self.id_base + len(prompts))
         deadline = start + load.duration if (load.duration and not warmup) else None
 
         async def worker() -> None:
@@ -156,7 +163,7 @@ class Runner:
                 delay = due - perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                free = await self.one(self.id_base + k, prompts[k], max(due, free), warmup, load.timeout)
+                free = await self.one(ids[k], prompts[k], max(due, free), warmup, load.timeout)
 
         self.tasks = [asyncio.ensure_future(worker()) for _ in range(min(cap, len(prompts)))]
         ticker = asyncio.ensure_future(self._tick()) if self.show_progress else None

@@ -55,6 +55,7 @@ class RunSpec:
     min_success: float  # below this success rate the run is marked failed
     self_check: bool
     scrape_interval: float  # seconds between scrapes of the server's /metrics; 0: no telemetry
+    workers: int | None = None  # client processes; None: as many as the load needs (bench.instrument.workers)
     argv: list[str] = field(default_factory=list)  # the command line, for the manifest
 
     @property
@@ -143,6 +144,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--num-prompts", type=pos, default=100, help="Measured requests to send.")
     ld.add_argument("--duration", type=posf, help="Stop sending after this many seconds (whichever ends first).")
     ld.add_argument("--warmup", type=int, default=0, help="Requests sent first and left out of the statistics.")
+    ld.add_argument(
+        "--workers",
+        type=pos,
+        help="Client processes sharing the schedule, each on its own core; default: 1 until one core "
+        "would be too busy for the concurrency, then enough (the summary says how many and why).",
+    )
     ld.add_argument("--seed", type=int, default=0, help="Seed for prompts and arrival times (same seed, same run).")
     w = p.add_argument_group("workload")
     w.add_argument(
@@ -270,6 +277,7 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         min_success=args.min_success,
         self_check=args.self_check,
         scrape_interval=args.scrape_interval,
+        workers=args.workers,
         argv=list(argv),
     )
 
