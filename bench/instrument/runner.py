@@ -160,8 +160,8 @@ class Runner:
                 due = start + (arrivals[k] if arrivals else 0.0)
                 if self.stopping or (deadline is not None and max(due, perf_counter()) > deadline):
                     return
-                delay = due - perf_counter()
-                if delay > 0:
+                # Again until due: uvloop's timers keep whole milliseconds and may fire up to one early.
+                while (delay := due - perf_counter()) > 0:
                     await asyncio.sleep(delay)
                 free = await self.one(ids[k], prompts[k], max(due, free), warmup, load.timeout)
 
