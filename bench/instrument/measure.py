@@ -256,7 +256,9 @@ def open_transport(spec: RunSpec, count: TokenCounter) -> Transport:
     from bench.instrument.client import RawTransport
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return RawTransport(spec.base_url, spec.api, headers, count, spec.connect_timeout, spec.first_token_timeout)
+    return RawTransport(
+        spec.base_url, spec.api, headers, count, spec.connect_timeout, spec.first_token_timeout, spec.request_timeout
+    )
 
 
 def _event_loop_run(coro):
