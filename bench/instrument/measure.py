@@ -77,6 +77,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     gc.freeze()
     gc.disable()
     n_workers, why = workers.choose(spec, len(prompts))
+    workers.raise_open_files()
     ran = None
     cpu = time.process_time()
     try:

@@ -129,14 +129,19 @@ def records_file(folder: Path, index: int) -> Path:
 # ---- in each worker ----
 
 
+def raise_open_files() -> None:
+    """A socket per stream: thousands of streams need more files than a default soft limit of 1,024."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _worker(job: Job, share: Share, pipe) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until its event loop takes Ctrl-C over (the parent forwards it)
     if share.core is not None:
         with contextlib.suppress(OSError):  # not allowed here: the kernel places it
             os.sched_setaffinity(0, {share.core})
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket per stream
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_open_files()
     spec = job.spec
     transport = job.open_transport(spec, workload.token_counter(workload.load_tokenizer(job.tokenizer)))
     make_body = job.request_body(job.model, spec.api, spec.ignore_eos, spec.extra_body)

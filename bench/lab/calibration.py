@@ -50,6 +50,7 @@ import gc
 import heapq
 import itertools
 import os
+import resource
 import select
 import signal
 import socket
@@ -271,6 +272,8 @@ async def serve(args: argparse.Namespace) -> None:
                 f"port {args.port} on {args.host} is already in use: stop what holds it or pick another with --port."
             ) from None
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror}.") from None
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket per stream, thousands of them
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     sock.listen(4096)
     sock.setblocking(False)
     others = []
