@@ -290,7 +290,8 @@ class RawTransport:
         Times in `rec` are absolute perf_counter values.
         """
         data = body if type(body) is bytes else self.prepare(body, request_id)
-        conn = await self._connection()
+        idle = self._idle
+        conn = idle.pop() if idle and not idle[-1].closed else await self._connection()  # no coroutine when pooled
         done = conn.start(self.api)
         busy = self._busy
         try:
@@ -312,6 +313,10 @@ class RawTransport:
         else:
             conn.close()
         return (end if end is not None else perf_counter()), lambda: reader.fill(rec, self.count)
+
+    def pending(self) -> int:
+        """Responses that ended but whose requests have not been woken yet (WAKE_PER_READ a poll)."""
+        return len(self._poller.ended) if self._poller is not None else 0
 
     def _sweep(self) -> None:
         """Fail the requests in flight that passed a timeout; again SWEEP later while any are."""
