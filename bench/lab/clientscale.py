@@ -45,6 +45,19 @@ def per_concurrency(values: list[int], concurrencies: list[int], flag: str) -> l
     return values
 
 
+def plan(concurrencies: list[int], workers: list[int], servers: list[int]) -> tuple[list[int], list[int]]:
+    """Client workers and server processes for each concurrency, checked against the cores here."""
+    workers = per_concurrency(workers, concurrencies, "--workers")
+    servers = per_concurrency(servers, concurrencies, "--server-processes")
+    cores = len(os.sched_getaffinity(0))
+    for c, w, s in zip(concurrencies, workers, servers):
+        if w + s > cores:
+            raise UserError(
+                f"C={c} needs {w} + {s} cores, this host lets us use {cores}; lower --workers or --server-processes"
+            )
+    return workers, servers
+
+
 def stamp_errors(out: Path, entries: dict[str, dict]) -> tuple[np.ndarray, int]:
     """Per request, first-chunk stamp minus the server's logged send (ms); and the chunks stamped
     over 1 ms after the server sent them (two chunks read together show here first)."""
@@ -144,14 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> None:
-        workers = per_concurrency(args.workers, args.concurrency, "--workers")
-        servers = per_concurrency(args.server_processes, args.concurrency, "--server-processes")
-        cores = len(os.sched_getaffinity(0))
-        for c, w, s in zip(args.concurrency, workers, servers):
-            if w + s > cores:
-                raise UserError(
-                    f"C={c} needs {w} + {s} cores, this host lets us use {cores}; lower --workers or --server-processes"
-                )
+        workers, servers = plan(args.concurrency, args.workers, args.server_processes)
         print(table(args.concurrency, workers, servers, args.rounds, args.out))
 
     return exit_status("python -m bench.lab.clientscale", body)
