@@ -161,3 +161,21 @@ def test_a_killed_worker_fails_the_run_and_its_finished_records_are_kept(calibra
     assert len(kept) == died[0]["records_kept"] >= 4 and all(r.ok for r in kept)
     assert len(recs) < 80  # the killed worker's unfinished requests are missing, not invented
     assert [r.id for r in recs] == sorted({r.id for r in recs})
+
+
+def test_one_worker_until_one_core_would_be_too_busy_then_enough():
+    from bench.instrument import spec, workers
+
+    def chosen(*flags: str) -> tuple[int, str]:
+        run = spec.parse(["--base-url", "http://127.0.0.1:1/v1", *flags])
+        return workers.choose(run, 100_000)
+
+    cores = len(os.sched_getaffinity(0))
+    n, why = chosen("--concurrency", "1024")  # ~51,000 chunks/s: half a core
+    assert n == 1 and why.startswith("default: ~51,200 chunks/s")
+    n, why = chosen("--concurrency", "8192")  # ~410,000 chunks/s: about 7 cores
+    assert n == min(7, cores) and f"({cores} cores here)" in why
+    n, _ = chosen("--rate", "100", "--output-len", "128")  # open loop: 12,800 chunks/s
+    assert n == 1
+    assert chosen("--concurrency", "8192", "--workers", "3") == (3, "--workers")
+    assert chosen("--concurrency", "2", "--workers", "3") == (2, "--workers (cut to 2: no more streams than that)")
