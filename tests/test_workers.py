@@ -179,3 +179,38 @@ def test_one_worker_until_one_core_would_be_too_busy_then_enough():
     assert n == 1
     assert chosen("--concurrency", "8192", "--workers", "3") == (3, "--workers")
     assert chosen("--concurrency", "2", "--workers", "3") == (2, "--workers (cut to 2: no more streams than that)")
+
+
+def test_workers_of_a_killed_run_stop_and_bench_summarize_merges_their_records(calibration, tmp_path):
+    from bench.cli import main
+
+    server = calibration(ttft_ms=10, itl_ms=40)
+    out = tmp_path / "run"
+    cmd = command(server, out, "--workers", "2", "--concurrency", "4", "--num-prompts", "80", "--output-len", "6")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    files = [out / "workers" / f"requests-{i}.jsonl" for i in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all(f.exists() and len(f.read_text().splitlines()) >= 2 for f in files):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+        time.sleep(0.05)  # polling files for a condition, not timing the test
+    workers = _workers(proc.pid)
+    proc.kill()  # the parent dies before merging; its workers are told (SIGTERM) and stop
+    proc.communicate(timeout=60)
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived its parent"
+        time.sleep(0.05)  # polling for the workers' exit
+    assert main(["summarize", str(out)]) == 0
+    recs = list(read_records(out / "requests.jsonl"))
+    assert {r.worker for r in recs} == {0, 1} and [r.id for r in recs] == sorted({r.id for r in recs})
+    assert all(r.ok or r.error_kind == "interrupted" for r in recs)  # each worker wrote what it had in flight
+    assert sum(r.ok for r in recs) >= 4 and len(recs) < 80
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["partial"] is True and summary["completed"] == sum(r.ok for r in recs)
+    assert not (out / "workers").exists()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"

@@ -17,6 +17,7 @@ finished are kept.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import math
 import multiprocessing
@@ -44,6 +45,7 @@ from bench.instrument.workload import Prompt
 CHUNK_COST_S = 10e-6
 STREAM_CHUNKS_PER_S = 50.0
 CORE_SHARE = 0.6
+PR_SET_PDEATHSIG = 1
 START_MARGIN = 0.05  # s from the last worker's "ready" to the shared start: time for every one to hear it
 
 
@@ -138,6 +140,8 @@ def raise_open_files() -> None:
 
 def _worker(job: Job, share: Share, pipe) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until its event loop takes Ctrl-C over (the parent forwards it)
+    with contextlib.suppress(OSError, AttributeError):  # Linux: SIGTERM when the parent dies, so it stops and
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # writes what it has
     if share.core is not None:
         with contextlib.suppress(OSError):  # not allowed here: the kernel places it
             os.sched_setaffinity(0, {share.core})
@@ -243,9 +247,12 @@ def _why(code: int | None) -> str:
     return f"exited with status {code}"
 
 
-def merge(folder: Path, n: int) -> dict[int, int]:
+def merge(folder: Path, n: int | None = None) -> dict[int, int]:
     """Every worker's records into requests.jsonl, in id order; a torn last line (a killed
-    worker) is left out. Returns the records kept per worker."""
+    worker) is left out. Returns the records kept per worker. n=None: as many as there are
+    files (`bench summarize` of a run whose parent was killed before it merged them)."""
+    if n is None:
+        n = 1 + max((int(f.stem.rsplit("-", 1)[1]) for f in (folder / "workers").glob("requests-*.jsonl")), default=-1)
     lines, kept = [], {}
     for i in range(n):
         path = records_file(folder, i)
