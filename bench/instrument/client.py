@@ -312,7 +312,7 @@ class RawTransport:
             self._idle.append(conn)
         else:
             conn.close()
-        return (end if end is not None else perf_counter()), lambda: reader.fill(rec, self.count)
+        return (end if end is not None else perf_counter()), lambda: reader.result().fill(rec, self.count)
 
     def pending(self) -> int:
         """Responses that ended but whose requests have not been woken yet (WAKE_PER_READ a poll)."""

@@ -156,18 +156,6 @@ class ResponseReader:
         """Whether the server keeps the connection open for another request."""
         return self.general.keep_alive if self.general is not None else self.keep_alive
 
-    def fill(self, rec, count=None) -> None:
-        """StreamParser.fill of the result, without building the parser in the common case (a
-        stream counted to its end here, closed by [DONE]): that runs once per request."""
-        if self.general is None and self.ended and self.done and self.times and not self.reset:
-            found = _PROMPT_TOKENS.findall(self.last)
-            rec.status, rec.chunk_times, rec.chunk_tokens = 200, self.times, self.tokens
-            rec.first, rec.last = self.times[0], self.times[-1]
-            rec.prompt_tokens, rec.completion_tokens = (int(found[-1]) if found else None), self.seen
-            rec.error, rec.error_kind = "", ""
-        else:
-            self.result().fill(rec, count)
-
     def result(self) -> StreamParser:
         """The parsed response (complete or not: fill() says which)."""
         if self.general is not None:
