@@ -296,9 +296,13 @@ class RawTransport:
         busy = self._busy
         try:
             t, n = conn.write(data)
-            rec.sent = busy[conn] = t if n == len(data) else await conn.write_rest(data, n)
+            busy[conn] = t  # timed from the first byte while the rest drains, then from the send
             if self._sweeper is None and self._sweep_every is not None:
                 self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+            if n < len(data):  # rare (a body larger than the socket buffer): a server that never reads it times out
+                async with asyncio.timeout(self.request_timeout):
+                    t = busy[conn] = await conn.write_rest(data, n)
+            rec.sent = t
             end = await done
         except BaseException:
             busy.pop(conn, None)
