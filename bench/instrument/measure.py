@@ -84,7 +84,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
         if n_workers > 1:  # processes of their own, started together; requests.jsonl is their merged records
             writer.close()
             job = workers.Job(
-                spec, info.model, str(tok_file), t0, out, open_transport, request_body, _send, _event_loop_run
+                spec, info.model, str(tok_file), t0, out, open_transport, request_body, _send, _event_loop_run, bar
             )
             ran = workers.run(job, workers.deal(warm, prompts, load, n_workers), scraper.measuring)
             stopped_by = ran.stopped_by

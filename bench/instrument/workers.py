@@ -16,6 +16,7 @@ finished are kept.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import gc
@@ -25,6 +26,7 @@ import multiprocessing.connection
 import os
 import resource
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ import orjson
 
 from bench.instrument import workload
 from bench.instrument.records import RecordWriter
-from bench.instrument.runner import Load, Runner
+from bench.instrument.runner import Load, Progress, Runner
 from bench.instrument.spec import RunSpec
 from bench.instrument.workload import Prompt
 
@@ -46,6 +48,7 @@ CHUNK_COST_S = 10e-6
 STREAM_CHUNKS_PER_S = 50.0
 CORE_SHARE = 0.6
 PR_SET_PDEATHSIG = 1
+PROGRESS_EVERY = 0.5  # s between a worker's progress reports, when the parent draws a bar
 START_MARGIN = 0.05  # s from the last worker's "ready" to the shared start: time for every one to hear it
 
 
@@ -115,6 +118,7 @@ class Job:
     request_body: Callable
     send: Callable  # async (runner, warm, prompts, load) -> the signal that stopped it, 0 when none
     loop_run: Callable  # runs a coroutine on the event loop of choice
+    progress: bool = False  # the parent draws a progress bar: each worker reports its counts
 
 
 @dataclass
@@ -167,8 +171,28 @@ def _worker(job: Job, share: Share, pipe) -> None:
     gc.freeze()
     gc.disable()  # as in measure(): sending makes no cyclic garbage
     cpu = time.process_time()
-    stopped_by = job.loop_run(job.send(runner, share.warm, share.prompts, share.load))
+    sending = job.send(runner, share.warm, share.prompts, share.load)
+    stopped_by = job.loop_run(_reporting(sending, runner, pipe) if job.progress else sending)
     pipe.send(("done", {"cpu_s": time.process_time() - cpu, "stopped_by": stopped_by}))
+
+
+async def _reporting(sending, runner: Runner, pipe):
+    """Send, telling the parent this worker's progress every PROGRESS_EVERY s (for its bar)."""
+    loop = asyncio.get_running_loop()
+    handle = None
+
+    def report(again: bool = True) -> None:
+        nonlocal handle
+        p = runner.progress
+        pipe.send(("progress", (p.total, p.done, p.failed, p.in_flight)))
+        handle = loop.call_later(PROGRESS_EVERY, report) if again else None
+
+    handle = loop.call_later(PROGRESS_EVERY, report)
+    try:
+        return await sending
+    finally:
+        handle.cancel()
+        report(again=False)  # the last counts, for the bar's last line
 
 
 # ---- in the parent ----
@@ -196,7 +220,7 @@ def run(job: Job, shares: list[Share], on_measure_start: Callable[[], None] | No
 
     before = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        results = _supervise(procs, pipes, on_measure_start)
+        results = _supervise(procs, pipes, on_measure_start, job.progress)
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
@@ -213,10 +237,13 @@ def run(job: Job, shares: list[Share], on_measure_start: Callable[[], None] | No
     return Ran(stopped, sum(r["cpu_s"] for r in results.values()), info)
 
 
-def _supervise(procs: dict, pipes: dict, on_measure_start) -> dict[int, dict]:
+def _supervise(procs: dict, pipes: dict, on_measure_start, bar: bool) -> dict[int, dict]:
     """Answer the workers until every one has ended: the shared start once all are ready (or
-    gone), then their results. Returns {worker: result} of those that finished."""
+    gone), then their results; draw their progress when asked. Returns {worker: result} of those
+    that finished."""
     ready, results, start = set(), {}, None
+    counts: dict[int, tuple] = {}  # each worker's last progress report
+    began = perf_counter()
     open_pipes = dict(pipes)
     while open_pipes:
         waiting = {pipe: i for i, pipe in open_pipes.items()}
@@ -229,6 +256,10 @@ def _supervise(procs: dict, pipes: dict, on_measure_start) -> dict[int, dict]:
                 continue
             if kind == "ready":
                 ready.add(i)
+            elif kind == "progress":
+                counts[i] = value
+                if bar:
+                    print(_bar(counts, began), end="", file=sys.stderr, flush=True)
             else:
                 results[i] = value
         if start is None and ready and ready >= {i for i in open_pipes if i not in results}:
@@ -238,7 +269,14 @@ def _supervise(procs: dict, pipes: dict, on_measure_start) -> dict[int, dict]:
             for i in ready:
                 with contextlib.suppress(OSError):
                     pipes[i].send(start)
+    if bar and counts:
+        print(_bar(counts, began), file=sys.stderr)
     return results
+
+
+def _bar(counts: dict[int, tuple], began: float) -> str:
+    total, done, failed, in_flight = (sum(c[k] for c in counts.values()) for k in range(4))
+    return Progress(total, done, failed, in_flight, began).line()
 
 
 def _why(code: int | None) -> str:
