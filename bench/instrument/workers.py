@@ -59,9 +59,12 @@ def choose(spec: RunSpec, requests: int) -> tuple[int, str]:
     if spec.workers:
         n = min(spec.workers, most)
         return n, "--workers" + (f" (cut to {n}: no more streams than that)" if n < spec.workers else "")
-    per_s = [c * STREAM_CHUNKS_PER_S for c in [spec.concurrency] if c]
-    per_s += [spec.rate * (spec.output_len or 128) for _ in [spec.rate] if spec.rate and spec.rate != float("inf")]
-    chunks = min(per_s) if per_s else 0.0
+    rates = []  # chunks/s the load can bring, by each of its bounds
+    if spec.concurrency:
+        rates.append(spec.concurrency * STREAM_CHUNKS_PER_S)
+    if spec.rate and spec.rate != float("inf"):
+        rates.append(spec.rate * (spec.output_len or 128))  # requests/s x a chunk per token
+    chunks = min(rates, default=0.0)
     need = chunks * CHUNK_COST_S / CORE_SHARE
     n = max(1, min(math.ceil(need), cores, most))
     return n, (
