@@ -42,6 +42,9 @@ def main(args: argparse.Namespace) -> int:
             f"{sampler['cpu_percent']:.2f} % of one core",
             file=sys.stderr,
         )
+    fleet = summary["workers"]
+    if fleet["count"] > 1:
+        print(f"client: {fleet['count']} worker processes ({fleet['why']})", file=sys.stderr)
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
     verdict = summary["verdict"]

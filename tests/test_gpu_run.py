@@ -90,7 +90,8 @@ def test_the_sampler_process_end_to_end_on_a_recorded_nvidia_smi(calibration, tm
     assert 2 * 120 < summary["mean_gpu_power_w"] < 2 * 460  # the recording's range, two GPUs
     assert summary["joules_per_output_token"] == pytest.approx(summary["gpu_energy_j"] / summary["total_output_tokens"])
     assert summary["gpu_window_coverage"] == pytest.approx(1.0) and samples[-1]["phase"] == "after"
-    assert not [n for n in summary["notes"] if "GPU" in n]
+    # a loaded host may stall the sampler (a gap note, which is right); nothing else about the GPUs
+    assert not [n for n in summary["notes"] if "GPU" in n and "gaps in GPU sampling" not in n]
     sampler = summary["gpu_sampler"]
     assert sampler["source"] == "nvidia-smi" and sampler["samples"] == len(samples) and sampler["cpu_percent"] >= 0
     manifest = json.loads((out / "manifest.json").read_text())

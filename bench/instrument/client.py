@@ -49,6 +49,10 @@ BUSY = 16
 # (the first 20 ms late; 194-348 chunks in some runs at C=1024). 256 workers take ~12 ms, less
 # than an inter-token gap, and reading (~10 us a chunk) never waits longer.
 WAKE_PER_READ = 256
+# Timeouts are checked by one sweep over the requests in flight, SWEEP apart (a quarter of the
+# shortest timeout when that is less): a timer per request cost ~2 us to set and cancel, and
+# asyncio.timeout() per request ~4 us more, while a sweep over 1,000 streams costs ~0.2 ms.
+SWEEP = 0.25
 
 
 class _Poller:
@@ -153,20 +157,22 @@ class _Connection:
         self.done = self.loop.create_future()
         return self.done
 
-    async def write(self, data: bytes) -> float:
+    def write(self, data: bytes) -> tuple[float, int]:
         """Send a request; return its send time, taken just before the send() that hands the
-        kernel its last byte. Before, not after: the send wakes the server, and on a busy host
-        the scheduler may run the server first and this process hundreds of ms later, after
-        the answer has begun (seen on the CPU engine, where engine and client share 2 cores)."""
+        kernel its last byte, and the bytes sent. Before, not after: the send wakes the server,
+        and on a busy host the scheduler may run the server first and this process hundreds of
+        ms later, after the answer has begun (seen on the CPU engine, where engine and client
+        share 2 cores). Not a coroutine: the whole request almost always goes in one send()."""
         t = perf_counter()
         try:
-            n = self.sock.send(data)
+            return t, self.sock.send(data)
         except (BlockingIOError, InterruptedError):
-            n = 0
-        if n < len(data):  # more than the socket buffer takes at once: the rest as it drains
-            await self.loop.sock_sendall(self.sock, memoryview(data)[n:])
-            t = perf_counter()
-        return t
+            return t, 0
+
+    async def write_rest(self, data: bytes, n: int) -> float:
+        """More than the socket buffer took at once: the rest as it drains; the send time."""
+        await self.loop.sock_sendall(self.sock, memoryview(data)[n:])
+        return perf_counter()
 
     def readable(self, base: int, offset: float) -> None:
         try:
@@ -202,13 +208,6 @@ class _Connection:
             self.sock.close()
 
 
-def _first_token_late(conn, timeout: float) -> None:
-    """The first-token timer of the request on `conn`: fail it if no generated text came yet."""
-    done = conn.done
-    if done is not None and not done.done() and not conn.reader.has_content:
-        done.set_exception(FirstTokenTimeout(f"no generated text within {timeout:g} s of the send"))
-
-
 def _take(conn) -> tuple[ResponseReader, bool]:
     """The connection's response reader, and whether it can carry another request."""
     reader, conn.reader, conn.done = conn.reader, None, None
@@ -227,6 +226,7 @@ class RawTransport:
         count: TokenCounter | None = None,
         connect_timeout: float | None = None,
         first_token_timeout: float | None = None,
+        request_timeout: float | None = None,
     ):
         url = urlsplit(base_url.rstrip("/"))
         self.host = url.hostname or "127.0.0.1"
@@ -235,6 +235,13 @@ class RawTransport:
         self.path = f"{url.path}/{'chat/completions' if api == 'chat' else 'completions'}"
         self.api, self.count = api, count
         self.connect_timeout, self.first_token_timeout = connect_timeout, first_token_timeout
+        # With a request timeout given, this transport enforces it (raising TimeoutError), so the
+        # runner need not wrap every request in asyncio.timeout().
+        self.request_timeout = self.times_whole_request = request_timeout
+        limits = [t for t in (first_token_timeout, request_timeout) if t is not None]
+        self._sweep_every = min([SWEEP, *(t / 4 for t in limits)]) if limits else None
+        self._busy: dict = {}  # connection -> its request's send time, while the request is in flight
+        self._sweeper: asyncio.Handle | None = None
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self._head = (
             f"POST {self.path} HTTP/1.1\r\nHost: {url.netloc.rpartition('@')[2]}\r\n"
@@ -271,35 +278,43 @@ class RawTransport:
             self._idle.append(await self._open())  # resolves the address once, then the rest at once
             self._idle.extend(await asyncio.gather(*(self._open() for _ in range(missing - 1))))
 
-    async def send(self, body: dict, request_id: str, rec: Record):
-        """Send one request and wait for its end; return (end time, a function that fills `rec`).
+    def prepare(self, body: dict, request_id: str) -> bytes:
+        """The request's bytes, encoded ahead of time (before timing starts, where the runner can)."""
+        payload = orjson.dumps(body)
+        head = f"{self._head}X-Request-Id: {request_id}\r\nContent-Length: {len(payload)}\r\n\r\n"
+        return head.encode() + payload
+
+    async def send(self, body: dict | bytes, request_id: str, rec: Record):
+        """Send one request (a body, or the bytes `prepare` made of it) and wait for its end;
+        return (end time, a function that fills `rec`).
 
         The fill (parsing) is left to the caller so that it can send its next request first.
         Times in `rec` are absolute perf_counter values.
         """
-        payload = orjson.dumps(body)
-        head = f"{self._head}X-Request-Id: {request_id}\r\nContent-Length: {len(payload)}\r\n\r\n"
-        conn = await self._connection()
+        data = body if type(body) is bytes else self.prepare(body, request_id)
+        idle = self._idle
+        conn = idle.pop() if idle and not idle[-1].closed else await self._connection()  # no coroutine when pooled
         done = conn.start(self.api)
         if self.kept is not None:
             conn.reader.raw = self.kept[request_id] = []
-        timer = None
+        busy = self._busy
         try:
-            rec.sent = await conn.write(head.encode() + payload)
-            if self.first_token_timeout is not None:
-                loop = asyncio.get_running_loop()  # a timer per request: ~2 us
-                timer = loop.call_at(
-                    loop.time() + self.first_token_timeout, _first_token_late, conn, self.first_token_timeout
-                )
+            t, n = conn.write(data)
+            busy[conn] = t  # timed from the first byte while the rest drains, then from the send
+            if self._sweeper is None and self._sweep_every is not None:
+                self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+            if n < len(data):  # rare (a body larger than the socket buffer): a server that never reads it times out
+                async with asyncio.timeout(self.request_timeout):
+                    t = busy[conn] = await conn.write_rest(data, n)
+            rec.sent = t
             end = await done
         except BaseException:
+            busy.pop(conn, None)
             conn.close()  # a half-read response poisons the connection
             reader, _ = _take(conn)
             reader.result().fill(rec, self.count)
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
+        del busy[conn]
         reader, reusable = _take(conn)
         if reusable:
             self._idle.append(conn)
@@ -307,7 +322,27 @@ class RawTransport:
             conn.close()
         return (end if end is not None else perf_counter()), lambda: reader.result().fill(rec, self.count)
 
+    def pending(self) -> int:
+        """Responses that ended but whose requests have not been woken yet (WAKE_PER_READ a poll)."""
+        return len(self._poller.ended) if self._poller is not None else 0
+
+    def _sweep(self) -> None:
+        """Fail the requests in flight that passed a timeout; again SWEEP later while any are."""
+        now, first, whole = perf_counter(), self.first_token_timeout, self.request_timeout
+        for conn, sent in list(self._busy.items()):
+            done = conn.done
+            if done is None or done.done():
+                continue
+            if whole is not None and now - sent > whole:
+                done.set_exception(TimeoutError(f"no complete response within {whole:g} s"))
+            elif first is not None and now - sent > first and not conn.reader.has_content:
+                done.set_exception(FirstTokenTimeout(f"no generated text within {first:g} s of the send"))
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep) if self._busy else None
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in self._idle:
             conn.close()
         self._idle.clear()

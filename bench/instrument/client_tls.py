@@ -44,11 +44,12 @@ class TlsConnection(asyncio.Protocol):
         self.done = asyncio.get_running_loop().create_future()
         return self.done
 
-    async def write(self, data: bytes) -> float:
-        """Hand the request to TLS, which encrypts and sends what the socket takes; the send time."""
+    def write(self, data: bytes) -> tuple[float, int]:
+        """Hand the request to TLS, which encrypts and sends what the socket takes: the send time,
+        and every byte taken (the transport buffers what the socket does not take yet)."""
         t = perf_counter()
         self.transport.write(data)
-        return t
+        return t, len(data)
 
     def data_received(self, data: bytes) -> None:
         t = perf_counter()  # first: the arrival time must not include our own work

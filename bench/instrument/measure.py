@@ -33,6 +33,7 @@ from bench.instrument import (
     served,
     session_metrics,
     verdict,
+    workers,
     workload,
 )
 from bench.instrument import session_trace_workload as more
@@ -102,11 +103,25 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     gc.collect()
     gc.freeze()
     gc.disable()
+    if spec.dataset in more.KINDS:  # a conversation's turns, a trace's shared blocks: one process keeps them in order
+        n_workers, why = 1, f"{spec.dataset}: one process"
+    else:
+        n_workers, why = workers.choose(spec, len(prompts))
+    workers.raise_open_files()
+    ran = None
     cpu = time.process_time()
     try:
-        stopped_by = _event_loop_run(_send(runner, warm, prompts, load))
+        if n_workers > 1:  # processes of their own, started together; requests.jsonl is their merged records
+            writer.close()
+            job = workers.Job(
+                spec, info.model, str(tok_file), t0, out, open_transport, request_body, _send, _event_loop_run, bar
+            )
+            ran = workers.run(job, workers.deal(warm, prompts, load, n_workers), measuring)
+            stopped_by = ran.stopped_by
+        else:
+            stopped_by = _event_loop_run(_send(runner, warm, prompts, load))
     finally:
-        cpu = time.process_time() - cpu
+        cpu = time.process_time() - cpu if ran is None else ran.cpu_s
         gc.enable()
         gc.unfreeze()
         scraped = scraper.stop()  # its "after" scrape, its cost line; server.jsonl is complete
@@ -118,6 +133,8 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     summary.update(session_metrics.summarise(records))  # per-turn latency and cache reuse; {} unless sessions
     partial = bool(stopped_by)
     summary["partial"] = partial
+    summary["workers"] = {"count": 1, "cores": None, "died": []} if ran is None else ran.info
+    summary["workers"]["why"] = why
     # The client's own cost while sending (warm-up included): a busy client inflates latency.
     chunks = sum(len(r.chunk_times) for r in records)
     summary["client_cpu_s"] = round(cpu, 3)
@@ -291,7 +308,9 @@ def open_transport(spec: RunSpec, count: TokenCounter) -> Transport:
     from bench.instrument.client import RawTransport
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return RawTransport(spec.base_url, spec.api, headers, count, spec.connect_timeout, spec.first_token_timeout)
+    return RawTransport(
+        spec.base_url, spec.api, headers, count, spec.connect_timeout, spec.first_token_timeout, spec.request_timeout
+    )
 
 
 def _event_loop_run(coro):

@@ -23,6 +23,9 @@ from bench.instrument.workload import Prompt
 
 _TIMES = ("scheduled", "sent", "first", "last")
 SPIN = 1e-3  # s before a due time from which the runner yields instead of sleeping on a timer
+# Request bytes are encoded before timing starts (orjson, headers: ~3 us a request saved from the
+# moment many streams end together) unless the prompts are larger than this all together.
+PREPARE_BYTES = 256 << 20
 
 
 @dataclass
@@ -77,10 +80,19 @@ class Runner:
         self.id_base = 0  # ids continue from the warm-up phase into the measured one
         self.tasks: list[asyncio.Task] = []
         self.ended: list = []  # (record, fill) of requests ended in this loop turn
-        self.on_measure_start = on_measure_start  # called once, right before the first measured request
+        # Called once, right before the first measured request; it may return the moment the
+        # measured phase starts (a worker of several waits there for the shared start).
+        self.on_measure_start = on_measure_start
+        self.worker = 0  # the client process this runner is (bench.instrument.workers)
+        self.timed_by_transport = False  # the transport enforces the request timeout (no asyncio.timeout)
+        self.ids: dict[bool, list[int]] = {}  # per phase (warmup?): ids when not consecutive (a worker's share)
 
     # -- one request ---------------------------------------------------------------------
-    async def one(self, rid: int, prompt: Prompt, scheduled: float, warmup: bool, timeout: float | None) -> float:
+    async def one(
+        self, rid: int, prompt: Prompt, scheduled: float, warmup: bool, timeout: float | None, body=None
+    ) -> float:
+        """Send one request and wait for its end (its time); `body`: its bytes from the transport's
+        prepare(), None to build it here."""
         rec = Record(
             id=rid,
             warmup=warmup,
@@ -90,12 +102,19 @@ class Runner:
             output_len=prompt.output_len,
             session=prompt.session,
             turn=prompt.turn,
+            worker=self.worker,
         )
         self.progress.in_flight += 1
         fill = None
+        transport = self.transport
+        if body is None:
+            body = self.make_body(prompt)
         try:
-            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for on 3.11
-                end, fill = await self.transport.send(self.make_body(prompt), self.request_id(rid), rec)
+            if self.timed_by_transport:  # it enforces the request timeout itself
+                end, fill = await transport.send(body, self.request_id(rid), rec)
+            else:
+                async with asyncio.timeout(timeout):  # no extra task, unlike wait_for on 3.11
+                    end, fill = await transport.send(body, self.request_id(rid), rec)
         except TimeoutError:
             end = self._failed(rec, "timeout_total", f"no complete response within {timeout:g} s")
         except ConnectTimeout as e:
@@ -115,7 +134,7 @@ class Runner:
         # first; requests ending in the same loop turn are written together, in one write.
         self.ended.append((rec, fill))
         if len(self.ended) == 1:
-            asyncio.get_running_loop().call_soon(self.write_ended)
+            asyncio.get_running_loop().call_soon(self._write_when_sent)
         return end
 
     def request_id(self, rid: int) -> str:
@@ -127,6 +146,16 @@ class Runner:
         rec.sent = rec.sent or now
         rec.error_kind, rec.error = kind, message
         return now
+
+    def _write_when_sent(self) -> None:
+        """Write the ended requests' records once the transport has no more ended responses to hand
+        over: when a thousand streams end together, their next requests go out before any record
+        is parsed and written (writing between them held the last sends back by several ms)."""
+        pending = getattr(self.transport, "pending", None)
+        if pending is not None and pending():
+            asyncio.get_running_loop().call_soon(self._write_when_sent)
+        else:
+            self.write_ended()
 
     def write_ended(self) -> None:
         """Write the records of the requests that ended (also called once more at the end)."""
@@ -142,10 +171,12 @@ class Runner:
         # Offsets from t0, unrounded: round() would cost ~40 us per 128 chunks, in the very
         # moment many streams end together.
         t0 = self.t0
-        for name in _TIMES:
-            v = getattr(rec, name)
-            if v is not None:
-                setattr(rec, name, v - t0)
+        rec.scheduled -= t0
+        rec.sent -= t0
+        if rec.first is not None:
+            rec.first -= t0
+        if rec.last is not None:
+            rec.last -= t0
         rec.chunk_times = [t - t0 for t in rec.chunk_times]
         p = self.progress
         p.in_flight -= 1
@@ -157,13 +188,20 @@ class Runner:
         arrivals = None if warmup else load.arrivals
         cap = load.concurrency or len(prompts)
         order = iter(range(len(prompts)))
+        ids = self.ids.get(warmup) or range(self.id_base, self.id_base + len(prompts))
+        self.timed_by_transport = getattr(self.transport, "times_whole_request", None) == load.timeout
+        prepare = getattr(self.transport, "prepare", None)
+        bodies = [None] * len(prompts)
+        if prepare is not None and sum(len(p.text) for p in prompts) < PREPARE_BYTES:
+            bodies = [prepare(self.make_body(p), self.request_id(i)) for p, i in zip(prompts, ids)]
         # Closed loops and capped open loops know how many connections they need.
         with contextlib.suppress(OSError, ConnectTimeout):  # a refused connection fails, and is recorded, per request
             n = min(cap, len(prompts)) if load.concurrency else 0
             await self.transport.preconnect(load.connections if load.connections is not None and not warmup else n)
+        begins = None
         if not warmup and self.on_measure_start is not None:
-            self.on_measure_start()  # e.g. the scraper's "before" scrape: taken before anything is sent
-        start = perf_counter()
+            begins = self.on_measure_start()  # e.g. the scraper's "before" scrape: taken before anything is sent
+        start = perf_counter() if begins is None else begins
         deadline = start + load.duration if (load.duration and not warmup) else None
 
         async def worker() -> None:
@@ -172,8 +210,8 @@ class Runner:
                 due = start + (arrivals[k] if arrivals else 0.0)
                 if self.stopping or (deadline is not None and max(due, perf_counter()) > deadline):
                     return
-                await until(due)
-                free = await self.one(self.id_base + k, prompts[k], max(due, free), warmup, load.timeout)
+                await until(due)  # uvloop's timers keep whole milliseconds and may fire up to one early
+                free = await self.one(ids[k], prompts[k], max(due, free), warmup, load.timeout, bodies[k])
 
         self.tasks = [asyncio.ensure_future(worker()) for _ in range(min(cap, len(prompts)))]
         ticker = asyncio.ensure_future(self._tick()) if self.show_progress else None

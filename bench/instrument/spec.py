@@ -57,6 +57,7 @@ class RunSpec:
     scrape_interval: float  # seconds between scrapes of the server's /metrics; 0: no telemetry
     gpu_ids: str = "all"  # GPUs to sample: "all" visible, "none", or indices "0,1"
     gpu_interval: float = 0.1  # seconds between GPU samples
+    workers: int | None = None  # client processes; None: as many as the load needs (bench.instrument.workers)
     argv: list[str] = field(default_factory=list)  # the command line, for the manifest
     # sessions and trace replay (bench.instrument.sessions, bench.instrument.traces)
     turns: str = "3"  # turns per conversation, a distribution (N, A:B, exp:M)
@@ -155,6 +156,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--num-prompts", type=pos, default=100, help="Measured requests to send.")
     ld.add_argument("--duration", type=posf, help="Stop sending after this many seconds (whichever ends first).")
     ld.add_argument("--warmup", type=int, default=0, help="Requests sent first and left out of the statistics.")
+    ld.add_argument(
+        "--workers",
+        type=pos,
+        help="Client processes sharing the schedule, each on its own core; default: 1 until one core "
+        "would be too busy for the concurrency, then enough (the summary says how many and why).",
+    )
     ld.add_argument("--seed", type=int, default=0, help="Seed for prompts and arrival times (same seed, same run).")
     w = p.add_argument_group("workload")
     w.add_argument(
@@ -305,6 +312,11 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
 
         Dist.parse(args.turns, "--turns")
         Dist.parse(args.think_time, "--think-time")
+    sessions_or_trace = trace or args.dataset in ("sessions", "sharegpt-sessions")
+    if sessions_or_trace and args.workers is not None and args.workers > 1:
+        raise UserError(
+            f"--dataset {args.dataset} runs in one client process (turns and shared blocks in order); drop --workers"
+        )
     if args.warmup < 0 or args.prefix_len < 0:
         raise UserError("--warmup and --prefix-len cannot be negative")
     random = args.dataset == "random"
@@ -344,6 +356,7 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         scrape_interval=args.scrape_interval,
         gpu_ids=args.gpu_ids,
         gpu_interval=args.gpu_interval,
+        workers=args.workers,
         argv=list(argv),
         turns=args.turns,
         think_time=args.think_time,

@@ -4,7 +4,8 @@ The verdict is written into summary.json (`verdict`: status and reasons) and dec
 run`'s exit status, so a run that failed or was cut short says so in its summary, its exit status
 and every report:
 - "failed": no request completed, or fewer than `min_success` of the measured requests that the
-  run did not cut short itself succeeded (the errors by kind are named);
+  run did not cut short itself succeeded (the errors by kind are named) or a client worker process died
+  (its unfinished requests are missing from the records);
 - "partial": the run was interrupted (Ctrl-C, SIGTERM, or rebuilt from its records after it was
   killed); what it measured is kept and summarised, but the load it planned was not all sent;
 - "ok": neither.
@@ -25,6 +26,11 @@ def judge(summary: dict, min_success: float) -> dict:
         reasons.append("no request completed" + (f" ({kinds})" if kinds else ""))
     elif rate is not None and rate < min_success:
         reasons.append(f"only {rate:.1%} of the requests succeeded, below --min-success {min_success:.0%} ({kinds})")
+    for gone in (summary.get("workers") or {}).get("died", []):
+        reasons.append(
+            f"client worker {gone['worker']} {gone['why']}: its unfinished requests are missing "
+            f"({gone['records_kept']} of its records kept)"
+        )
     if reasons:
         return {"status": "failed", "reasons": reasons}
     if summary.get("partial"):

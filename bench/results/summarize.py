@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.instrument import checks, energy, manifest, metrics, session_metrics, verdict
+from bench.instrument import checks, energy, manifest, metrics, session_metrics, verdict, workers
 from bench.instrument.records import read_records
 from bench.results.runfolder import MANIFEST, REQUESTS, SUMMARY, read_json
 
@@ -32,7 +32,7 @@ def add_arguments(p) -> None:
 
 def rebuild(folder: Path, force: bool = False) -> dict:
     """Write the folder's summary.json again from its records; the summary."""
-    if not (folder / REQUESTS).is_file():
+    if not (folder / REQUESTS).is_file() and not (folder / "workers").is_dir():
         raise UserError(f"{folder} has no requests.jsonl to summarise; give a run folder of `bench run`")
     man = read_json(folder / MANIFEST) if (folder / MANIFEST).is_file() else None
     if man is None:
@@ -45,6 +45,8 @@ def rebuild(folder: Path, force: bool = False) -> dict:
         while (aside := out.with_name(f"{SUMMARY}.before-{n}")).exists():
             n += 1
         out.rename(aside)
+    if (folder / "workers").is_dir():  # several workers' records, never merged: the run was killed first
+        workers.merge(folder)
     records = list(read_records(folder / REQUESTS))
     summary = metrics.summarise(records, gpu_count=man.get("gpu_count"))
     summary.update(session_metrics.summarise(records))

@@ -1,0 +1,93 @@
+"""What one request costs this client: many 2-token requests against the calibration server.
+
+The server answers at once (TTFT 0, ITL 0) and runs on its own core; the client runs `measure()`
+in this process on another, so its CPU while sending, divided by the requests, is the cost of a
+request beyond its chunks (two here). `--profile` adds cProfile's top functions, to see where
+the time goes (the profiler itself roughly doubles the cost; read the shares, not the totals).
+
+    python -m bench.lab.requestcost --requests 20000 --concurrency 64 [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.errors import exit_status
+from bench.instrument import spec
+from bench.instrument.measure import measure
+from bench.lab.calibration import start_server, stop_server
+from bench.paths import TINY_MODEL
+
+
+def cost(requests: int, concurrency: int, workers: int, profile: bool, server_cpu: int, client_cpu: int) -> dict:
+    """Client CPU per request (us) of one run; prints the profile's top functions when asked."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(0, log=Path(tmp) / "server.jsonl", ttft_ms=0, itl_ms=0, cpu=server_cpu)
+        before = os.sched_getaffinity(0)
+        try:
+            os.sched_setaffinity(0, {client_cpu})
+            argv = ["--base-url", f"{server.base_url}/v1", "--tokenizer", str(TINY_MODEL), "--no-progress"]
+            argv += ["--concurrency", str(concurrency), "--num-prompts", str(requests), "--input-len", "16"]
+            argv += ["--output-len", "2", "--scrape-interval", "0", "--out", f"{tmp}/run", "--workers", str(workers)]
+            run = spec.parse(argv)
+            prof = cProfile.Profile() if profile else None
+            if prof:
+                prof.enable()
+            summary = measure(run).summary
+            if prof:
+                prof.disable()
+                pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+        finally:
+            os.sched_setaffinity(0, before)
+            stop_server(server)
+    n = summary["completed"] + summary["failed"] + summary["interrupted"]
+    return {
+        "requests": n,
+        "failed": summary["failed"],
+        "client_cpu_s": summary["client_cpu_s"],
+        "us_per_request": 1e6 * summary["client_cpu_s"] / n,
+        "p99_send_lag_ms": summary["p99_send_lag_ms"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.lab.requestcost", description=__doc__)
+    p.add_argument("--requests", type=int, default=20000, help="Requests to send (2 output tokens each).")
+    p.add_argument("--concurrency", type=int, default=64, help="Streams in flight.")
+    p.add_argument("--workers", type=int, default=1, help="Client worker processes.")
+    p.add_argument("--runs", type=int, default=3, help="Runs, one after the other (the cost is the median).")
+    p.add_argument("--profile", action="store_true", help="Print cProfile's top functions of the last run.")
+    p.add_argument("--server-cpu", type=int, default=0, help="Core for the calibration server.")
+    p.add_argument("--client-cpu", type=int, default=1, help="Core for this client.")
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        rows = []
+        for i in range(args.runs):
+            last = i == args.runs - 1
+            rows.append(
+                cost(
+                    args.requests,
+                    args.concurrency,
+                    args.workers,
+                    args.profile and last,
+                    args.server_cpu,
+                    args.client_cpu,
+                )
+            )
+            print(rows[-1], file=sys.stderr, flush=True)
+        us = sorted(r["us_per_request"] for r in rows)
+        each = ", ".join(f"{u:.1f}" for u in us)
+        print(f"client CPU per request: {us[len(us) // 2]:.1f} us (median of {len(us)}: {each})")
+
+    return exit_status("python -m bench.lab.requestcost", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
