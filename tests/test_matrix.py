@@ -1,0 +1,184 @@
+"""`bench matrix` on this machine, against the real CPU engine: two layouts measured one after the
+other and compared in one report, a third cell whose server cannot start recorded as failed with the
+server log's last lines while the others go on, and a rerun that keeps finished cells; plus the dry run
+of the shipped matrices and the one-sentence errors of bad matrix files (no server needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.serve.launcher import RUN_DIR, port_in_use
+from conftest import ROOT
+
+SET = """
+num_prompts = 3
+
+[[scenario]]
+name = "tiny"
+input_len = 16
+output_len = 8
+concurrency = [1, 2]
+"""
+CELL = """
+[[cell]]
+label = "{label}"
+recipe = "cpu-serve"
+args = [{args}]
+stop = "cpu-stop {{port}}"
+timeout = 600
+"""
+GOOD = {"vllm-cpu": '"{port}"', "vllm-cpu-seqs1": '"{port}", "--max-num-seqs", "1"'}
+BAD = {"broken": '"{port}", "--no-such-vllm-flag"'}  # vLLM refuses the flag: the server never starts
+
+
+def matrix_file(tmp: Path, cells: dict[str, str], **top: str) -> Path:
+    (tmp / "tiny.toml").write_text(SET)
+    head = f'scenarios = "{tmp / "tiny.toml"}"\npause = 0\nwarmup = 1\nallow_queueing = true\n'
+    head += "".join(f"{k} = {v}\n" for k, v in top.items())
+    path = tmp / "m.toml"
+    path.write_text(head + "".join(CELL.format(label=k, args=v) for k, v in cells.items()))
+    return path
+
+
+def state(results: Path, cell: str) -> dict:
+    return json.loads((results / "m" / "cells" / f"{cell}.tiny" / "state.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """The three-cell matrix, run once (slow: two engine starts and one that fails)."""
+    tmp = tmp_path_factory.mktemp("matrix")
+    path, results = matrix_file(tmp, {**GOOD, **BAD}), tmp / "results"
+    started = time.monotonic()
+    rc = main(["matrix", str(path), "--results", str(results)])
+    print(f"three-cell matrix: {time.monotonic() - started:.0f} s")
+    return {"rc": rc, "file": path, "results": results}
+
+
+@pytest.mark.slow
+def test_every_good_cell_is_measured_and_the_report_compares_them(ran):
+    results = ran["results"]
+    assert ran["rc"] == 1, "a failed cell makes the matrix exit 1"
+    for label in GOOD:
+        st = state(results, label)
+        assert st["status"] == "done", st
+        for point in ("c1", "c2"):
+            summary = json.loads((results / "m" / label / "tiny" / point / "summary.json").read_text())
+            assert summary["completed"] == 3
+        port = st["port"]
+        assert not port_in_use("127.0.0.1", port), f"the server of {label} still holds port {port}"
+        assert not (RUN_DIR / f"cpu-engine-{port}.pid").exists()
+        assert (results / "m" / "cells" / f"{label}.tiny" / f"cpu-engine-{port}.log").stat().st_size > 0
+    report = (results / "m" / "report.md").read_text()
+    assert "vllm-cpu-seqs1" in report and "vllm-cpu " in report.replace("|", " ")
+    assert list((results / "m").rglob("*throughput-latency.png")), "the plots were not drawn"
+
+
+@pytest.mark.slow
+def test_a_server_that_cannot_start_fails_its_cell_with_the_log_tail(ran):
+    st = state(ran["results"], "broken")
+    assert st["status"] == "failed"
+    assert "cpu-serve exited with status" in st["reason"]
+    assert any("no-such-vllm-flag" in line for line in st["log_tail"]), st["log_tail"]
+    assert not (ran["results"] / "m" / "broken").exists(), "a cell that never started measured something"
+
+
+@pytest.mark.slow
+def test_a_rerun_keeps_finished_cells_and_skips_failed_ones_when_asked(ran, capsys):
+    results = ran["results"]
+    before = {p: p.stat().st_mtime_ns for p in (results / "m").rglob("summary.json")}
+    rc = main(["matrix", str(ran["file"]), "--results", str(results), "--skip-failed", "--no-report"])
+    out = capsys.readouterr().out
+    assert rc == 1, "a failed cell left as it is still makes the exit status 1"
+    assert "vllm-cpu.tiny: finished earlier" in out and "vllm-cpu-seqs1.tiny: finished earlier" in out
+    assert "broken.tiny: failed earlier, left as it is (--skip-failed)" in out
+    assert {p: p.stat().st_mtime_ns for p in (results / "m").rglob("summary.json")} == before
+
+    # Without --skip-failed the failed cell is tried again (and fails again); the others stay kept.
+    first = state(results, "broken")["started"]
+    assert main(["matrix", str(ran["file"]), "--results", str(results), "--no-report"]) == 1
+    assert state(results, "broken")["status"] == "failed"
+    assert state(results, "broken")["started"] >= first
+    assert {p: p.stat().st_mtime_ns for p in (results / "m").rglob("summary.json")} == before
+
+
+@pytest.mark.slow
+def test_status_lists_every_cell(ran, capsys):
+    assert main(["matrix", str(ran["file"]), "--results", str(ran["results"]), "--status"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if ".tiny" in line}
+    assert "done" in rows["vllm-cpu.tiny"] and "2/2" in rows["vllm-cpu.tiny"]
+    assert "failed" in rows["broken.tiny"] and "0/2" in rows["broken.tiny"]
+
+
+def test_the_dry_run_shows_commands_points_and_fit_and_starts_nothing(tmp_path, capsys):
+    path = matrix_file(tmp_path, GOOD)
+    assert main(["matrix", str(path), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "serve: just cpu-serve PORT --max-num-seqs 1 " in out
+    assert "vllm.entrypoints.openai.api_server" in out and "--max-num-seqs 1" in out
+    assert "points: 2: tiny c1 (3), tiny c2 (3)" in out
+    assert "fit check: 1 fits, 1 queues at the server" in out  # c2 against one running at a time
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["demo", "r1-two-node"])
+def test_the_shipped_matrices_pass_their_dry_run(name, tmp_path, capsys):
+    assert main(["matrix", name, "--results", str(tmp_path), "--dry-run", "--executor", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "batch script:" in out and "#SBATCH --nodes=" in out
+    if name == "r1-two-node":
+        assert "sgl-serve-2node" in out and "--node-rank 0" in out, "the SGLang cell's rendered command"
+        assert "srun -N 2" in out and "trtllm-serve" in out, "the TensorRT-LLM cell's rendered command"
+        assert "#SBATCH --nodes=2" in out and "#SBATCH --gpus-per-node=8" in out
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ('label = "x"\nrecipe = "cpu-serve"\nargs = ["{port}"]\ncolour = 1', "cell 1 (x): unknown key(s) colour;"),
+        ('label = "x"\nrecipe = "no-such-serve"', "cell 1 (x): there is no serve recipe 'no-such-serve' in the"),
+        ('label = "x"\nrecipe = "cpu-serve"\nargs = ["{port}"]\nscenarios = "nope"', "unknown scenario set 'nope'"),
+        ('label = "x"\nrecipe = "cpu-serve"', 'cpu-serve takes its port as an argument: put "{port}" in args'),
+        ('label = "x"\nrecipe = "cpu-serve"\nargs = ["{prot}"]', "unknown placeholder {prot}"),
+        ('label = "x"\nrecipe = "cpu-serve"\nargs = [8000]', "args, env values and stop are strings"),
+        ('recipe = "cpu-serve"', 'cell 1: needs label = "..."'),
+    ],
+)
+def test_bad_matrix_files_are_one_sentence_errors(tmp_path, capsys, cell, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[[cell]]\n{cell}\n")
+    assert main(["matrix", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench matrix: bad.toml, ") or err.startswith("bench matrix: "), err
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_matrix_without_cells_or_file_says_what_to_do(tmp_path, capsys):
+    (tmp_path / "empty.toml").write_text('description = "nothing"\n')
+    assert main(["matrix", str(tmp_path / "empty.toml")]) == 2
+    assert "has no [[cell]] tables" in capsys.readouterr().err
+    assert main(["matrix", "no-such-matrix"]) == 2
+    assert (
+        "no matrix file 'no-such-matrix'; give a .toml file or one of recipes/matrices/: demo"
+        in capsys.readouterr().err
+    )
+
+
+def test_local_matrices_refuse_the_slurm_only_flags(tmp_path, capsys):
+    path = matrix_file(tmp_path, GOOD)
+    assert main(["matrix", str(path), "--results", str(tmp_path), "--wait"]) == 2
+    assert "--serial and --wait are for --executor slurm" in capsys.readouterr().err
+
+
+def test_the_just_recipe_passes_its_flags(tmp_path):
+    from conftest import just
+
+    path = matrix_file(tmp_path, GOOD)
+    done = just("matrix", str(path), "--dry-run")
+    assert done.returncode == 0 and "cell vllm-cpu.tiny" in done.stdout, done.stderr
+    assert str(ROOT) in done.stdout
