@@ -27,21 +27,29 @@ concurrency = [1, 2]
 CELL = """
 [[cell]]
 label = "{label}"
-recipe = "cpu-serve"
+recipe = "{recipe}"
 args = [{args}]
-stop = "cpu-stop {{port}}"
+stop = "{stop} {{port}}"
 timeout = 600
+{more}
 """
 GOOD = {"vllm-cpu": '"{port}"', "vllm-cpu-seqs1": '"{port}", "--max-num-seqs", "1"'}
 BAD = {"broken": '"{port}", "--no-such-vllm-flag"'}  # vLLM refuses the flag: the server never starts
+# The calibration server as a cell: its own serve recipe, a tokenizer for its prompts.
+CALIBRATION = ("calib-serve", "calib-stop", f'run_args = "--tokenizer {ROOT}/recipes/models/tiny-llama"')
 
 
-def matrix_file(tmp: Path, cells: dict[str, str], **top: str) -> Path:
+def matrix_file(tmp: Path, cells: dict[str, str], recipes: dict[str, tuple] | None = None, **top: str) -> Path:
+    """A matrix over the tiny set; each cell a CPU engine unless `recipes` names (serve, stop, more keys)."""
     (tmp / "tiny.toml").write_text(SET)
     head = f'scenarios = "{tmp / "tiny.toml"}"\npause = 0\nwarmup = 1\nallow_queueing = true\n'
     head += "".join(f"{k} = {v}\n" for k, v in top.items())
     path = tmp / "m.toml"
-    path.write_text(head + "".join(CELL.format(label=k, args=v) for k, v in cells.items()))
+    kinds = {k: (recipes or {}).get(k, ("cpu-serve", "cpu-stop", "")) for k in cells}
+    blocks = [
+        CELL.format(label=k, args=v, recipe=kinds[k][0], stop=kinds[k][1], more=kinds[k][2]) for k, v in cells.items()
+    ]
+    path.write_text(head + "".join(blocks))
     return path
 
 
