@@ -6,6 +6,9 @@ of the shipped matrices and the one-sentence errors of bad matrix files (no serv
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -190,3 +193,38 @@ def test_the_just_recipe_passes_its_flags(tmp_path):
     done = just("matrix", str(path), "--dry-run")
     assert done.returncode == 0 and "cell vllm-cpu.tiny" in done.stdout, done.stderr
     assert str(ROOT) in done.stdout
+
+
+def test_ctrl_c_stops_the_cells_server_and_a_rerun_resumes(tmp_path):
+    """SIGINT while a cell measures: exit 130, the server stopped, the cell `interrupted`; the same
+    command again measures it to the end. Calibration cells: they start in a second."""
+    slow = '"{port}", "--ttft-ms", "5", "--itl-ms", "100"'  # 8 tokens: 0.8 s a request, time to interrupt
+    path = matrix_file(tmp_path, {"calib": slow}, {"calib": CALIBRATION})
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "bench", "matrix", str(path), "--results", str(results), "--no-report"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    records = results / "m" / "calib" / "tiny" / "c1" / "requests.jsonl"
+    deadline = time.monotonic() + 120
+    while not (records.exists() and records.read_text().strip()):  # the first request finished: mid-campaign
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)  # polling the run's records
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    assert "interrupted; the server is stopped; run the same command again to resume" in out
+    st = state(results, "calib")
+    assert st["status"] == "interrupted"
+    assert not port_in_use("127.0.0.1", st["port"]) and not (RUN_DIR / f"calib-{st['port']}.pid").exists()
+
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert state(results, "calib")["status"] == "done"
+    for point in ("c1", "c2"):
+        assert json.loads((results / "m" / "calib" / "tiny" / point / "summary.json").read_text())["completed"] == 3
+
+
+def test_a_local_matrix_refuses_multi_node_cells(capsys):
+    assert main(["matrix", "r1-two-node"]) == 2
+    assert "cell sglang-tp16-2node.seed needs more than one node: run the matrix with --executor slurm" in (
+        capsys.readouterr().err
+    )

@@ -131,6 +131,11 @@ def main(args) -> int:
         return matrix_slurm.run(m, to_do(m, cells, args.results, args.skip_failed), cells, args)
     if args.serial or args.wait:
         raise UserError("--serial and --wait are for --executor slurm; a local matrix runs its cells in turn anyway")
+    if big := [c.id for c in cells if c.nodes > 1]:
+        raise UserError(
+            f"cell {big[0]} needs more than one node: run the matrix with --executor slurm, or pick the other "
+            "cells with --cell"
+        )
     from bench.results.matrix_local import run_cell
 
     todo = to_do(m, cells, args.results, args.skip_failed)

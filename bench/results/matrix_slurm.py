@@ -91,8 +91,12 @@ def run(m: Matrix, todo: list[Cell], cells: list[Cell], args) -> int:
         say(f"`bench matrix {args.file} --status` shows the jobs; `bench report {args.results / m.name}` once they end")
         return 0
     say(f"waiting for {len(jobs)} job(s) to end", flush=True)
-    while any(s in ACTIVE for s in queue_states(list(jobs.values())).values()):
-        time.sleep(POLL)  # polling the queue, the only way to see a job end
+    try:
+        while any(s in ACTIVE for s in queue_states(list(jobs.values())).values()):
+            time.sleep(POLL)  # polling the queue, the only way to see a job end
+    except KeyboardInterrupt:
+        say(f"stopped waiting; the jobs go on: `bench matrix {args.file} --status` shows them, `scancel` stops them")
+        return 130
     for c in cells:  # a job that ended without finishing its cell (killed, time limit) says so in the cell
         d = mc.folder(args.results, m, c)
         if mc.read_state(d).get("status") in (QUEUED, mc.RUNNING):
