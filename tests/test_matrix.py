@@ -228,3 +228,21 @@ def test_a_local_matrix_refuses_multi_node_cells(capsys):
     assert "cell sglang-tp16-2node.seed needs more than one node: run the matrix with --executor slurm" in (
         capsys.readouterr().err
     )
+
+
+def test_a_cell_over_two_sets_is_a_grid_of_two_cells(tmp_path, capsys):
+    (tmp_path / "other.toml").write_text(SET.replace('"tiny"', '"small"'))
+    path = matrix_file(tmp_path, GOOD)
+    path.write_text(path.read_text().replace(f'scenarios = "{tmp_path / "tiny.toml"}"',
+                    f'scenarios = ["{tmp_path / "tiny.toml"}", "{tmp_path / "other.toml"}"]'))  # fmt: skip
+    assert main(["matrix", str(path), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
+    cells = [line for line in capsys.readouterr().out.splitlines() if line.startswith("cell ")]
+    assert [c.split(":")[0] for c in cells] == [
+        "cell vllm-cpu.tiny",
+        "cell vllm-cpu.other",
+        "cell vllm-cpu-seqs1.tiny",
+        "cell vllm-cpu-seqs1.other",
+    ]
+    path.write_text(path.read_text().replace('"vllm-cpu-seqs1"', '"vllm-cpu"'))
+    assert main(["matrix", str(path), "--dry-run"]) == 2
+    assert "more than one cell is vllm-cpu.other, vllm-cpu.tiny (label.set)" in capsys.readouterr().err
