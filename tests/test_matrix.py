@@ -246,3 +246,16 @@ def test_a_cell_over_two_sets_is_a_grid_of_two_cells(tmp_path, capsys):
     path.write_text(path.read_text().replace('"vllm-cpu-seqs1"', '"vllm-cpu"'))
     assert main(["matrix", str(path), "--dry-run"]) == 2
     assert "more than one cell is vllm-cpu.other, vllm-cpu.tiny (label.set)" in capsys.readouterr().err
+
+
+def test_a_server_that_dies_mid_campaign_fails_its_cell_and_the_next_cell_goes_on(tmp_path, capsys):
+    """The calibration server crashes (status 3) after its third request; the cell after it is measured."""
+    cells = {"dies": '"{port}", "--exit-after", "3"', "calib": '"{port}"'}
+    path = matrix_file(tmp_path, cells, {"dies": CALIBRATION, "calib": CALIBRATION})
+    results = tmp_path / "results"
+    assert main(["matrix", str(path), "--results", str(results), "--no-report"]) == 1
+    died = state(results, "dies")
+    assert died["status"] == "failed" and died["reason"] == "the server died during the campaign", died
+    assert died["log_tail"], "the server log's last lines are kept"
+    assert not (RUN_DIR / f"calib-{died['port']}.pid").exists()
+    assert state(results, "calib")["status"] == "done"
