@@ -94,7 +94,8 @@ def test_every_good_cell_is_measured_and_the_report_compares_them(ran):
 def test_a_server_that_cannot_start_fails_its_cell_with_the_log_tail(ran):
     st = state(ran["results"], "broken")
     assert st["status"] == "failed"
-    assert "cpu-serve exited with status" in st["reason"]
+    assert st["reason"].startswith("cpu-serve exited with status 2 before its server was up: ")
+    assert st["reason"].endswith("unrecognized arguments: --no-such-vllm-flag"), st["reason"]
     assert any("no-such-vllm-flag" in line for line in st["log_tail"]), st["log_tail"]
     assert not (ran["results"] / "m" / "broken").exists(), "a cell that never started measured something"
 

@@ -107,8 +107,10 @@ class Server:
                 if isinstance(e, KeyboardInterrupt):
                     raise
                 raise CellFailed(f"{self.cell.recipe} did not return within {self.cell.timeout:.0f} s") from None
-        if rc:
-            raise CellFailed(f"{self.cell.recipe} exited with status {rc} before its server was up")
+        if rc:  # the recipe's own last sentence says why (just's "error: recipe ... failed" line aside)
+            said = [line.strip() for line in mc.tail(self.log, 5) if line.strip() and not line.startswith("error: ")]
+            why = f": {said[-1]}" if said else ""
+            raise CellFailed(f"{self.cell.recipe} exited with status {rc} before its server was up{why}")
         if not answers(self.url + self.cell.ready_path):
             raise CellFailed(f"{self.cell.recipe} returned, but nothing answers {self.url}{self.cell.ready_path}")
 
