@@ -82,6 +82,7 @@ class Server:
         if self.cell.per_node:  # one task per node; each fills its rank from srun's SLURM_NODEID
             line = shlex.join(words).replace(RANK, "${SLURM_NODEID}")
             words = ["srun", f"--nodes={self.cell.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+            words += [f"--gpus-per-node={self.cell.gpus}"] if self.cell.gpus else []  # the step gets the job's GPUs
             words += ["bash", "-c", line]
         command = ["env", *(f"{k}={v}" for k, v in env.items()), *words]
         try:
