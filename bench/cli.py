@@ -22,6 +22,10 @@ SUBCOMMANDS = {
     "import": ("bench.results.importer", "Import result JSON written by vLLM's benchmark into run folders."),
     "summarize": ("bench.results.summarize", "Rebuild a run's summary.json from its records (after kill -9)."),
     "check": ("bench.results.check", "Print the checks of runs: prefix cache, preemptions, queueing, tokens, ..."),
+    "matrix": (
+        "bench.results.matrix",
+        "Run every cell (serve recipe x scenario set) of a matrix file, here or on Slurm.",
+    ),
 }
 
 

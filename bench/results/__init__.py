@@ -1,5 +1,5 @@
-"""Results: campaigns over scenario sets, reports, plots, imports and rebuilt summaries, all read
-from run folders.
+"""Results: campaigns over scenario sets, matrices (serve recipes x sets, here or as Slurm jobs),
+reports, plots, imports and rebuilt summaries, all read from run folders.
 
 The run-folder model (bench.results.runfolder) is the one reader of a run's summary, manifest
 and records that report, plot, summarize and campaign share; reports and plots read only what

@@ -126,9 +126,10 @@ def start(
     timeout: float,
     ready_path: str = "/health",
     about: str | None = None,
+    log: Path | None = None,
 ) -> int:
     """Launch `command` detached, wait until http://host:port<ready_path> answers 200 (a start
-    usually takes `about`, said while waiting)."""
+    usually takes `about`, said while waiting). Its output goes to `log` (default .run/<name>.log)."""
     pid = running_pid(name)
     if pid is not None:
         raise LaunchError(f"{name} is already running (pid {pid}); stop it first with the matching stop recipe")
@@ -136,11 +137,12 @@ def start(
         raise LaunchError(f"port {port} on {host} is already in use by another program; choose another port")
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     print("+ " + shlex.join(command), file=sys.stderr, flush=True)
-    with open(log_file(name), "ab") as log:
+    log = log or log_file(name)
+    with open(log, "ab") as out:
         try:
             proc = subprocess.Popen(
                 command,
-                stdout=log,
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
@@ -156,32 +158,32 @@ def start(
         f"started {name}; waiting until http://{host}:{port}{ready_path} answers{usually}", file=sys.stderr, flush=True
     )
     try:
-        _wait_until_ready(name, proc, f"http://{host}:{port}{ready_path}", timeout)
+        _wait_until_ready(name, proc, f"http://{host}:{port}{ready_path}", timeout, log)
     except KeyboardInterrupt:
         with contextlib.suppress(LaunchError):  # already gone
             stop(name)  # Ctrl-C while waiting: leave no half-started server behind
         raise
-    print(f"{name} ready on http://{host}:{port} (pid {proc.pid}, log {log_file(name)})", file=sys.stderr)
+    print(f"{name} ready on http://{host}:{port} (pid {proc.pid}, log {log})", file=sys.stderr)
     return proc.pid
 
 
-def _wait_until_ready(name: str, proc: subprocess.Popen, url: str, timeout: float) -> None:
+def _wait_until_ready(name: str, proc: subprocess.Popen, url: str, timeout: float, log: Path) -> None:
     started = time.monotonic()
     deadline, said = started + timeout, started
     while not _answers(url):
         if time.monotonic() - said >= SAY_EVERY:  # a long start says it is still going
             said = time.monotonic()
-            print(f"  waiting for {name} ({said - started:.0f} s; log {log_file(name)})", file=sys.stderr, flush=True)
+            print(f"  waiting for {name} ({said - started:.0f} s; log {log})", file=sys.stderr, flush=True)
         if proc.poll() is not None:
             pid_file(name).unlink(missing_ok=True)
-            tail = _tail(log_file(name))
+            tail = _tail(log)
             raise LaunchError(
-                f"{name} exited during start-up with status {proc.returncode}; its log is {log_file(name)}"
+                f"{name} exited during start-up with status {proc.returncode}; its log is {log}"
                 + (f", ending:\n{tail}" if tail else "")
             )
         if time.monotonic() > deadline:
             stop(name)
-            raise LaunchError(f"{name} did not answer {url} within {timeout:.0f} s; see {log_file(name)}")
+            raise LaunchError(f"{name} did not answer {url} within {timeout:.0f} s; see {log}")
         time.sleep(0.5)  # polling a readiness endpoint, not synchronising on time
 
 
