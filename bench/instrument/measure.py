@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from bench import paths
 from bench.errors import UserError
-from bench.instrument import checks, manifest, metrics, probe, schedule, served, verdict, workload
+from bench.instrument import checks, manifest, metrics, probe, schedule, served, steady, verdict, workload
 from bench.instrument.records import RecordWriter, read_records
 from bench.instrument.runner import Load, Runner
 from bench.instrument.scrape import Scraper
@@ -73,6 +73,8 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     scraper.start()
     bar = spec.progress and sys.stderr.isatty()
     runner = Runner(transport, writer, make_body, t0, show_progress=bar, on_measure_start=scraper.measuring)
+    if spec.until_steady:
+        runner.watch = steady.Watch(spec.ci_target, spec.min_requests, t0)
     gc.collect()
     gc.freeze()
     gc.disable()
@@ -97,6 +99,12 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     summary["scraper"] = scraped  # the scraper's own cost (another process); None when off
     summary["verdict"] = verdict.judge(summary, spec.min_success)
     summary["notes"] = verdict.notes(summary)
+    if spec.until_steady:
+        summary["steady"] = _steadiness(spec, records, runner.watch, stopped_by)
+        if not summary["steady"]["steady"]:
+            summary["notes"].append(
+                f"not steady ({summary['steady']['why_not']}); stopped by {summary['steady']['stopped_by']}"
+            )
     summary["checks"] = checks.run_checks(records, checks.read_server(out / "server.jsonl"), man, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     man["partial"] = partial
@@ -232,6 +240,23 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
 
 
 # ---- the run itself ----
+
+
+def _steadiness(spec: RunSpec, records, watch: steady.Watch, stopped_by: int) -> dict:
+    """Why sending stopped, and the intervals over the finished records (as any later reader would judge)."""
+    sent = sum(1 for r in records if not r.warmup)
+    why = (
+        "steady"
+        if watch.done
+        else "interrupted"
+        if stopped_by
+        else "max_requests"
+        if sent >= spec.max_requests
+        else "max_duration"
+    )
+    return {"stopped_by": why, "steady_at_s": watch.at, "measured": sent} | steady.judge(
+        records, spec.ci_target, spec.min_requests
+    )
 
 
 def open_transport(spec: RunSpec, count: TokenCounter) -> Transport:

@@ -66,6 +66,8 @@ class Runner:
         self.tasks: list[asyncio.Task] = []
         self.ended: list = []  # (record, fill) of requests ended in this loop turn
         self.on_measure_start = on_measure_start  # called once, right before the first measured request
+        self.watch = None  # a steady.Watch: stop sending once the measured records are steady
+        self.in_flight: dict[int, Record] = {}  # measured requests sent and not ended, for the watch
 
     # -- one request ---------------------------------------------------------------------
     async def one(self, rid: int, prompt: Prompt, scheduled: float, warmup: bool, timeout: float | None) -> float:
@@ -78,6 +80,8 @@ class Runner:
             output_len=prompt.output_len,
         )
         self.progress.in_flight += 1
+        if not warmup:
+            self.in_flight[rid] = rec
         fill = None
         try:
             async with asyncio.timeout(timeout):  # no extra task, unlike wait_for on 3.11
@@ -117,6 +121,15 @@ class Runner:
             for rec, fill in ended:
                 self._finish(rec, fill)
             self.writer.write_many([rec for rec, _ in ended])
+            if self.watch is not None:
+                self._watch(ended)
+
+    def _watch(self, ended) -> None:
+        for rec, _ in ended:
+            if self.in_flight.pop(rec.id, None) is not None:
+                self.watch.seen(rec)
+        oldest = min((r.sent for r in self.in_flight.values() if r.sent), default=None)
+        self.watch.check(oldest)
 
     def _finish(self, rec: Record, fill=None) -> None:
         if fill is not None:
@@ -151,11 +164,17 @@ class Runner:
             free = start
             for k in order:
                 due = start + (arrivals[k] if arrivals else 0.0)
-                if self.stopping or (deadline is not None and max(due, perf_counter()) > deadline):
+                if (
+                    self.stopping
+                    or self._enough(warmup)
+                    or (deadline is not None and max(due, perf_counter()) > deadline)
+                ):
                     return
                 delay = due - perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                    if self._enough(warmup):  # judged steady while this worker waited for its arrival
+                        return
                 free = await self.one(self.id_base + k, prompts[k], max(due, free), warmup, load.timeout)
 
         self.tasks = [asyncio.ensure_future(worker()) for _ in range(min(cap, len(prompts)))]
@@ -167,6 +186,9 @@ class Runner:
             if ticker:
                 ticker.cancel()
                 print(self.progress.line(), file=sys.stderr)
+
+    def _enough(self, warmup: bool) -> bool:
+        return not warmup and self.watch is not None and self.watch.done
 
     async def run(self, warmup_prompts: list[Prompt], prompts: list[Prompt], load: Load) -> None:
         """Warm up, then measure."""

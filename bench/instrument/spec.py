@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -56,6 +56,11 @@ class RunSpec:
     self_check: bool
     scrape_interval: float  # seconds between scrapes of the server's /metrics; 0: no telemetry
     argv: list[str] = field(default_factory=list)  # the command line, for the manifest
+    # steady-state stopping (bench.instrument.steady): send until steady or a cap
+    until_steady: bool = False
+    ci_target: float = 0.02  # relative 95 % half-width of output throughput and mean TPOT
+    min_requests: int = 50  # completed requests the window must hold before it may be called steady
+    max_requests: int = 2000  # cap on measured requests with --until-steady (replaces --num-prompts)
 
     @property
     def api_key(self) -> str | None:
@@ -191,6 +196,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1.0,
         help="Seconds between scrapes of the server's /metrics into server.jsonl (0 turns it off).",
     )
+    add_steady_arguments(p)
+
+
+def add_steady_arguments(p: argparse.ArgumentParser) -> None:
+    pos = _positive(int)
+    st = p.add_argument_group("steady-state stopping")
+    st.add_argument(
+        "--until-steady",
+        action="store_true",
+        help="Keep sending until output throughput and mean TPOT are known to --ci-target (batch means), "
+        "or a cap is hit; spends no more requests than the point needs.",
+    )
+    st.add_argument(
+        "--ci-target",
+        type=_share,
+        default=0.02,
+        help="With --until-steady: the 95 %% half-width to reach, relative to the mean (0.02 = +-2 %%).",
+    )
+    st.add_argument(
+        "--min-requests",
+        type=pos,
+        default=50,
+        help="With --until-steady: completed requests needed before the point may be called steady.",
+    )
+    st.add_argument(
+        "--max-requests",
+        type=pos,
+        default=2000,
+        help="With --until-steady: stop after this many measured requests even if not steady "
+        "(it replaces --num-prompts).",
+    )
+    st.add_argument(
+        "--max-duration",
+        type=_positive(float),
+        help="With --until-steady: stop sending after this many seconds even if not steady (as --duration).",
+    )
 
 
 def _json_object(text: str) -> dict:
@@ -237,7 +278,7 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
     if args.warmup < 0 or args.prefix_len < 0:
         raise UserError("--warmup and --prefix-len cannot be negative")
     random = args.dataset == "random"
-    return RunSpec(
+    spec = RunSpec(
         base_url=args.base_url,
         model=args.model,
         api=args.api,
@@ -272,6 +313,22 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         scrape_interval=args.scrape_interval,
         argv=list(argv),
     )
+    return replace(spec, **_steady(args))
+
+
+def _steady(args: argparse.Namespace) -> dict:
+    """The steady-state fields; --max-requests stands in for --num-prompts, --max-duration for --duration."""
+    if not args.until_steady:
+        return {}
+    durations = [d for d in (args.duration, args.max_duration) if d]
+    return {
+        "until_steady": True,
+        "ci_target": args.ci_target,
+        "min_requests": args.min_requests,
+        "max_requests": args.max_requests,
+        "num_prompts": args.max_requests,
+        "duration": min(durations) if durations else None,
+    }
 
 
 class _Refusal(argparse.ArgumentParser):
