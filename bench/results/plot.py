@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.instrument import metrics
 from bench.instrument.checks import read_server
+from bench.results import slo_report
 from bench.results.report import context, load_key, scenario_key, value
 from bench.results.runfolder import MARKS, Run, runs_under
 from bench.results.timeline import plot_timeline
@@ -51,6 +52,9 @@ def point(run: Run) -> dict:
     if per_gpu is None and gpus and p["output_throughput"] is not None:
         per_gpu = p["output_throughput"] / gpus
     p["throughput_per_gpu"] = per_gpu
+    ci = (((s.get("steady") or {}).get("intervals") or {}).get("output_throughput") or {}).get("rel")
+    p["throughput_ci"] = ci  # relative 95 % half-width (runs measured until steady), else None
+    p["folder"] = str(run.path)
     return p
 
 
@@ -155,6 +159,7 @@ def plot_frontier(
                 marker=marker,
             )
         _label_points(ax, [p["interactivity"] for p in pts], [p[y] for p in pts], [p["load_point"] for p in pts])
+        _error_bars_and_slo(ax, pts, y, line.get_color())
     ax.set(
         xlabel="Interactivity (tok/s/user, median over requests of 1 / TPOT)",
         ylabel="Output throughput per GPU (tok/s/GPU)"
@@ -168,6 +173,26 @@ def plot_frontier(
     _flag_legend(fig, series, "on the frontier too" if include_flagged else "left out of the frontier")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _error_bars_and_slo(ax, pts: list[dict], y: str, color) -> None:
+    """The throughput interval of each point measured until steady, and a star on the SLO answer."""
+    bars = [p for p in pts if p["throughput_ci"]]
+    if bars:
+        ax.errorbar(
+            [p["interactivity"] for p in bars],
+            [p[y] for p in bars],
+            yerr=[p[y] * p["throughput_ci"] for p in bars],
+            fmt="none",
+            ecolor=color,
+            capsize=3,
+        )
+    ans = slo_report.read(Path(pts[0]["folder"]).parent) if pts else None
+    best = [p for p in pts if ans and p["load_point"].split()[0] == (ans.get("bounded_by") or {}).get("meets")]
+    for p in best:
+        ax.scatter([p["interactivity"]], [p[y]], marker="*", s=250, color=color, zorder=5)
+        slos = ", ".join(f"{k}<={v:g}" for k, v in ans["slo_ms"].items())
+        ax.annotate(f"SLO answer ({slos})", (p["interactivity"], p[y]), textcoords="offset points", xytext=(8, -14))
 
 
 def plot_cdf(data: dict[str, list[float]], run: Run, path: Path):

@@ -25,6 +25,7 @@ from bench.results.runfolder import state, summary
 from bench.results.scenarios import Point, points
 
 MAX_POINTS = 8  # frontier points per scenario in adaptive mode, the two ends included
+SLO_POINTS = 8  # bisection points at most: enough to narrow a 1..256 bracket to one step
 MIN_REQUESTS = 50  # completed requests before an adaptive point may be called steady (unless its cap is lower)
 
 
@@ -38,7 +39,9 @@ class SweepPoints:
 
     # the list-like face a campaign uses
     def __len__(self) -> int:
-        return len(self.grid) if self.mode == "grid" else self.max_points
+        return (len(self.grid) if self.mode == "grid" else self.max_points) + (
+            SLO_POINTS if self.slos and self.mode == "adaptive" else 0
+        )
 
     def __getitem__(self, i: int) -> Point:
         return self.grid[i]
@@ -115,7 +118,7 @@ class SweepPoints:
         for entry in log:
             if "load" in entry and entry["loop"] == ("closed" if self.integer else "open"):
                 judged[entry["load"]] = self._judge(entry)
-        while self.mode == "adaptive":
+        for _ in range(SLO_POINTS if self.mode == "adaptive" else 0):
             nxt = slo.next_load(list(judged.values()), min(loads), max(loads), self.integer, resolution=0.1)
             if nxt is None or nxt in judged:
                 break
