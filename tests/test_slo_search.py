@@ -62,7 +62,7 @@ def campaign(slowing, name: str, *flags: str) -> int:
 
 @pytest.mark.slow
 def test_bisection_finds_the_known_threshold(slowing):
-    assert campaign(slowing, "adaptive", "--points", "adaptive", "--slo", SLO) == 0
+    assert campaign(slowing, "adaptive", "--points", "adaptive", "--slo", SLO, "--slo-resolution", "0") == 0
     folder = slowing["tmp"] / "results" / "adaptive" / "calib" / "slow"
     answer = json.loads((folder / "slo.json").read_text())
     assert answer["range"] == [16, 17], answer

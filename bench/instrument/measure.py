@@ -74,7 +74,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     bar = spec.progress and sys.stderr.isatty()
     runner = Runner(transport, writer, make_body, t0, show_progress=bar, on_measure_start=scraper.measuring)
     if spec.until_steady:
-        runner.watch = steady.Watch(spec.ci_target, spec.min_requests, t0)
+        runner.watch = steady.Watch(spec.ci_target, spec.min_requests, t0, closed=spec.rate is None)
     gc.collect()
     gc.freeze()
     gc.disable()
@@ -243,7 +243,8 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
 
 
 def _steadiness(spec: RunSpec, records, watch: steady.Watch, stopped_by: int) -> dict:
-    """Why sending stopped, and the intervals over the finished records (as any later reader would judge)."""
+    """Why sending stopped, and the intervals over the finished records, as any later reader would judge
+    them: over the window judged steady (none of the requests sent after it counts), else up to the last send."""
     sent = sum(1 for r in records if not r.warmup)
     why = (
         "steady"
@@ -255,7 +256,7 @@ def _steadiness(spec: RunSpec, records, watch: steady.Watch, stopped_by: int) ->
         else "max_duration"
     )
     return {"stopped_by": why, "steady_at_s": watch.at, "measured": sent} | steady.judge(
-        records, spec.ci_target, spec.min_requests
+        records, spec.ci_target, spec.min_requests, end=watch.end, closed=spec.rate is None
     )
 
 

@@ -5,14 +5,19 @@ throughput and one mean TPOT. Neighbouring requests are correlated (they share t
 batch), but means over batches of many requests are close to independent, so a Student-t interval
 over the batch means holds where one over single requests would be far too narrow.
 
-- Output throughput, per batch of equal time: the tokens whose chunks arrived in it over its
-  length. Counting chunks, not completions, keeps it smooth when requests end in bursts.
+- Output throughput. Open loop, per batch of equal time: the tokens whose chunks arrived in it
+  over its length. Closed loop, per batch of equal count (requests in the order they ended): the
+  mean number of requests in flight over the window (Little's law) times the batch's tokens over
+  the batch's summed request times. Time slices would not do for a closed loop: its streams start
+  and end together (all C at once at the start, and again whenever lengths are equal), so the
+  token rate runs in waves, and a slice's share of a wave, not the server, would set the interval.
 - Mean TPOT, per batch of equal count: the requests in the order they ended.
 
 A point is steady when it holds at least `min_requests` completed requests, both intervals are
 within `target` x their mean (half-width), and neither series drifts: a least-squares trend over
 the batches whose change across the window is both significant and larger than the target means
-the point is still moving, however tight its interval.
+the point is still moving, however tight its interval. Leading batches of a start-up transient are
+left out of both (MSER's cut, at most half of them); the summary says how many.
 
 The window starts at the first generated token (the ramp before it is not the point's load) and
 ends where every token before it is known: while running, the send of the oldest request still in
@@ -45,18 +50,25 @@ class Interval:
     half_width: float  # 95 % half-width
     rel: float  # half_width / mean
     drift: float  # relative change across the window of a significant trend, 0 when none
-    batches: int
+    batches: int  # batches the interval is over
+    cut: int = 0  # leading batches left out as a start-up transient
 
 
 def interval(values) -> Interval | None:
-    """The 95 % interval of the mean of a series of batch means, and its drift; None under 3 batches."""
+    """The 95 % interval of the mean of a series of batch means, and its drift; None under 3 batches.
+    Leading batches that are a start-up transient (the first wave of a closed loop, a cold cache) are
+    left out, as MSER does: the cut, at most half the batches, that gives the smallest standard error."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) < 3:
+        return None
+    cut = min(range(len(v) // 2 + 1), key=lambda d: (float(v[d:].var()) / (len(v) - d), d)) if len(v) >= 6 else 0
+    v = v[cut:]
     k = len(v)
-    if k < 3 or v.mean() == 0:
+    if v.mean() == 0:
         return None
     mean = float(v.mean())
     half = t95(k - 1) * float(v.std(ddof=1)) / np.sqrt(k)
-    return Interval(mean, half, abs(half / mean), _drift(v, mean), k)
+    return Interval(mean, half, abs(half / mean), _drift(v, mean), k, cut)
 
 
 def _drift(v: np.ndarray, mean: float) -> float:
@@ -104,6 +116,24 @@ def throughput_batches(records: list[Record], start: float, end: float, k: int =
     return (counts / ((end - start) / k)).tolist()
 
 
+def cycle_batches(records: list[Record], start: float, end: float, k: int = BATCHES) -> list[float]:
+    """Closed loop: output tokens per second in k equal-count batches of the requests that ended by
+    `end` (in end order), each as the mean requests in flight over [start, end] x its tokens over its
+    requests' summed times (send to end). A failed request holds its slot and brings no tokens."""
+    if end <= start:
+        return []
+    in_flight = sum(max(0.0, min(metrics.end(r), end) - max(r.sent, start)) for r in records) / (end - start)
+    ended = sorted(
+        (metrics.end(r), metrics.output_tokens(r) if r.ok else 0, metrics.end(r) - r.sent)
+        for r in records
+        if metrics.end(r) <= end
+    )
+    if len(ended) < k:
+        return []
+    parts = np.array_split(np.asarray(ended), k)
+    return [in_flight * part[:, 1].sum() / part[:, 2].sum() for part in parts if part[:, 2].sum() > 0]
+
+
 def tpot_batches(records: list[Record], end: float, k: int = BATCHES) -> list[float]:
     """Mean TPOT (s) of k equal-count batches of the requests that ended by `end`, in end order."""
     ended = sorted((metrics.end(r), t) for r in records if (t := metrics.tpot(r)) is not None and metrics.end(r) <= end)
@@ -112,14 +142,19 @@ def tpot_batches(records: list[Record], end: float, k: int = BATCHES) -> list[fl
     return [float(part.mean()) for part in np.array_split(np.asarray([t for _, t in ended]), k)]
 
 
-def judge(records: list[Record], target: float, min_requests: int, end: float | None = None) -> dict:
-    """Steadiness of a load point's measured records over [first token, end] (default: the last send)."""
-    recs = [r for r in records if not r.warmup and r.ok and r.first is not None]
+def judge(
+    records: list[Record], target: float, min_requests: int, end: float | None = None, closed: bool = True
+) -> dict:
+    """Steadiness of a load point's measured records over [first token, end] (default: the last send);
+    `closed`: a closed loop (concurrency alone), else an open one (a rate)."""
+    measured = [r for r in records if not r.warmup]
+    recs = [r for r in measured if r.ok and r.first is not None]
     if end is None:
-        end = max((r.sent for r in records if not r.warmup), default=0.0)
+        end = max((r.sent for r in measured), default=0.0)
     start = min((r.first for r in recs), default=end)
+    tput = cycle_batches(measured, start, end) if closed else throughput_batches(recs, start, end)
     series = {
-        "output_throughput": interval(throughput_batches(recs, start, end)),
+        "output_throughput": interval(tput),
         "mean_tpot": interval(tpot_batches(recs, end)),
     }
     done = sum(metrics.end(r) <= end for r in recs)
@@ -130,6 +165,7 @@ def judge(records: list[Record], target: float, min_requests: int, end: float | 
         "steady": steady,
         "why_not": why or None,
         "ci_target": target,
+        "loop": "closed" if closed else "open",
         "min_requests": min_requests,
         "window_s": [start, end],
         "completed_in_window": done,
@@ -144,11 +180,13 @@ class Watch:
     judgement costs a few ms over thousands of records, so it runs at most every `every` seconds,
     spaced out further when it grows dear (it holds up the event loop)."""
 
-    def __init__(self, target: float, min_requests: int, t0: float, every: float = 0.5):
+    def __init__(self, target: float, min_requests: int, t0: float, closed: bool, every: float = 0.5):
         self.target, self.min_requests, self.t0, self.every = target, min_requests, t0, every
+        self.closed = closed
         self.records: list[Record] = []
         self.done = False
         self.at: float | None = None  # when it was judged steady, from t0
+        self.end: float | None = None  # the end of the window judged steady, from t0
         self.next_check = 0.0
 
     def seen(self, rec: Record) -> None:
@@ -161,8 +199,8 @@ class Watch:
         if self.done or now < self.next_check or len(self.records) < self.min_requests:
             return self.done
         end = (oldest_in_flight if oldest_in_flight else now) - self.t0
-        if judge(self.records, self.target, self.min_requests, end)["steady"]:
-            self.done, self.at = True, now - self.t0
+        if judge(self.records, self.target, self.min_requests, end, self.closed)["steady"]:
+            self.done, self.at, self.end = True, now - self.t0, end
         cost = perf_counter() - now
         self.next_check = perf_counter() + max(self.every, 20 * cost)
         return self.done

@@ -206,8 +206,8 @@ def main(args) -> int:
     campaign = campaign_name(args, path, words)
     if args.pause < 0:
         raise UserError("--pause cannot be negative")
-    if not 0 < args.ci_target < 1:
-        raise UserError("--ci-target must be between 0 and 1 (0.02 = +-2 %)")
+    if not 0 < args.ci_target < 1 or args.slo_resolution < 0:
+        raise UserError("--ci-target must be between 0 and 1 (0.02 = +-2 %) and --slo-resolution at least 0")
     extra = shlex.split(args.run_args)
     slos = slo.parse(args.slo) if args.slo else None
     if clash := [a for a in extra if a.split("=")[0] in OWNED]:
@@ -235,7 +235,9 @@ def main(args) -> int:
     if args.dry_run:
         return 0
     if args.points == "adaptive" or slos:  # points chosen as the campaign goes (bench.results.sweep)
-        sweeps = [(name, SweepPoints(pts, args.points, args.ci_target, slos)) for name, pts in sweeps]
+        sweeps = [
+            (name, SweepPoints(pts, args.points, args.ci_target, slos, args.slo_resolution)) for name, pts in sweeps
+        ]
         say(f"  points: {args.points}{f', then SLO search {args.slo}' if slos else ''}; why each: <scenario>/points.md")
     pending = [sw for sw in sweeps if any(args.redo or state(p.out) != "done" for p in sw[1])]
     if args.warmup_sweep and pending:

@@ -127,6 +127,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "points, or by bisection with --points adaptive; the answer goes to <scenario>/slo.json.",
     )
     p.add_argument(
+        "--slo-resolution",
+        type=float,
+        default=0.25,
+        help="With --slo and --points adaptive: bisect until the highest load that meets and the lowest that "
+        "misses are within this fraction of each other (0.25 = 25 %%; 0: down to neighbouring concurrencies).",
+    )
+    p.add_argument(
         "--report",
         action="store_true",
         help="After measuring (also when some points failed), print the tables, write report.md and "

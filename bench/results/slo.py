@@ -8,7 +8,7 @@ standard error), and a point whose interval holds the limit is marked `unsure`.
 
 The search: bracket (double the load past the highest point that meets, or halve below the
 lowest), then bisect between the highest load that meets and the lowest above it that misses,
-until they are one step apart (1 for a concurrency, `resolution` x the load for a rate). The
+until they are within `resolution` x the load of each other (a concurrency: at least 1 apart). The
 answer is that range, the points that bound it, and the goodput at the lower one.
 """
 
@@ -110,7 +110,7 @@ def next_load(judged: list[Judged], lowest: float, highest: float, integer: bool
         nxt = min(top * 2, highest)
         return nxt if nxt > top else None
     hi = min(above)
-    if hi - top <= (1 if integer else resolution * top):
+    if (integer and hi - top <= 1) or hi - top <= resolution * top:  # as narrow as it can be, or as asked
         return None
     mid = math.sqrt(top * hi)
     mid = round(mid) if integer else mid

@@ -26,12 +26,21 @@ from bench.results.scenarios import Point, points
 
 MAX_POINTS = 8  # frontier points per scenario in adaptive mode, the two ends included
 SLO_POINTS = 8  # bisection points at most: enough to narrow a 1..256 bracket to one step
-MIN_REQUESTS = 50  # completed requests before an adaptive point may be called steady (unless its cap is lower)
+MIN_REQUESTS = 50  # completed requests (and 2 x C) before an adaptive point may be steady, unless its cap is lower
 
 
 class SweepPoints:
-    def __init__(self, grid: list[Point], mode: str, target: float, slos: dict | None, max_points: int = MAX_POINTS):
+    def __init__(
+        self,
+        grid: list[Point],
+        mode: str,
+        target: float,
+        slos: dict | None,
+        resolution: float = 0.25,
+        max_points: int = MAX_POINTS,
+    ):
         self.grid, self.mode, self.target, self.slos, self.max_points = grid, mode, target, slos, max_points
+        self.resolution = resolution  # SLO bisection stops when the bracket is this narrow (relative)
         self.closed = [p for p in grid if p.rate is None]
         self.integer = bool(self.closed)  # concurrency when the grid has closed-loop points, else rate
         self.folder = grid[0].out.parent  # <campaign>/<label>/<scenario>
@@ -58,7 +67,7 @@ class SweepPoints:
             one = replace(s, concurrency=[], rates=[float(f"{load:.3g}")])
         p = points(one, self.folder.parent)[0]
         if self.mode == "adaptive":  # the grid's request count is the cap; steadiness usually stops it sooner
-            least = min(p.num_prompts, MIN_REQUESTS)
+            least = min(p.num_prompts, max(MIN_REQUESTS, 2 * (p.concurrency or 0)))  # two waves of a closed loop
             p.run_args = ["--until-steady", "--ci-target", f"{self.target:g}", "--max-requests", str(p.num_prompts)]
             p.run_args += ["--min-requests", str(least)]
         return p
@@ -97,7 +106,7 @@ class SweepPoints:
             if entry["fp"]:
                 frontier.append(entry["fp"])
         while self.mode == "adaptive" and len(log) < self.max_points:
-            nxt = adaptive.next_load(frontier, settled, self.target, self.integer)
+            nxt = adaptive.next_load(frontier, settled, self.target, self.integer, loads)
             if nxt is None:
                 break
             entry = yield from visit(self.point_at(nxt[0]), nxt[1])
@@ -108,7 +117,7 @@ class SweepPoints:
                 frontier.append(entry["fp"])
                 self._write(log)
         if self.mode == "adaptive":
-            log.append({"settled": adaptive.why_settled(frontier, settled, self.target, self.integer)})
+            log.append({"settled": adaptive.why_settled(frontier, settled, self.target, self.integer, loads)})
             self._write(log)
         if self.slos:
             yield from self._search(log, visit, loads)
@@ -119,7 +128,7 @@ class SweepPoints:
             if "load" in entry and entry["loop"] == ("closed" if self.integer else "open"):
                 judged[entry["load"]] = self._judge(entry)
         for _ in range(SLO_POINTS if self.mode == "adaptive" else 0):
-            nxt = slo.next_load(list(judged.values()), min(loads), max(loads), self.integer, resolution=0.1)
+            nxt = slo.next_load(list(judged.values()), min(loads), max(loads), self.integer, self.resolution)
             if nxt is None or nxt in judged:
                 break
             entry = yield from visit(self.point_at(nxt), f"SLO bisection ({', '.join(self.slos)})")

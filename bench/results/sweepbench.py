@@ -1,0 +1,197 @@
+"""`just sweep-bench`: a fixed grid against adaptive points, on the same server, side by side.
+
+For each scenario of the set (default recipes/scenarios/sweep.toml), one campaign sweeps the
+grid as the set lists it, and right after it a second sweeps it with `--points adaptive`, both
+with the same SLO search (`--slo`). It prints, per scenario:
+- the frontier: how far each grid point lies from the adaptive frontier (the line through the
+  adaptive points, in log throughput and log interactivity, so a distance reads as a relative
+  change), the largest of them, and the target (2 %);
+- the cost: requests sent (warm-up included) and wall time of each, and their ratio (target <= 40 %);
+- the SLO answer of each (grid: between two of its points; adaptive: by bisection), and
+  whether the adaptive answer lies within one grid step of the grid's.
+A benchmark, not a test: it prints figures and writes them to <out>/sweep-bench.md and .json.
+
+    python -m bench.results.sweepbench --base-url http://127.0.0.1:8000/v1 --out results/sweep-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from tabulate import tabulate
+
+from bench.errors import UserError, exit_status
+from bench.paths import RESULTS
+from bench.results import adaptive
+from bench.results.scenarios import find_set, load_set
+from bench.results.slo_report import read as read_answer
+from bench.results.sweep import read_log
+
+TARGET_COST = 0.40  # adaptive requests and wall time, as a share of the grid's
+TARGET_FRONTIER = 0.02
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="The running server to sweep.")
+    p.add_argument("--set", default="sweep", help="Scenario set: a name in recipes/scenarios/ or a .toml file.")
+    p.add_argument("--slo", default="ttft_p99=150,tpot_p99=10", help="SLOs both sweeps search for (ms).")
+    p.add_argument("--ci-target", type=float, default=TARGET_FRONTIER, help="Adaptive points' interval target.")
+    p.add_argument("--out", type=Path, help="Results folder (default results/sweep-bench/<time>).")
+    p.add_argument("--run-args", default="", help="Extra `bench run` flags for every point of both sweeps.")
+
+
+def campaign(args, name: str, scenario: str, others: list[str], extra: list[str]) -> tuple[int, float]:
+    """One sweep of one scenario into <out>/<name>; (exit status, wall seconds)."""
+    from bench.results import campaign as bench_campaign
+
+    argv = [args.set_path, "--base-url", args.base_url, "--label", "engine", "--name", name]
+    argv += ["--results", str(args.out), "--pause", "0", "--slo", args.slo, *extra]
+    argv += [f"--skip={s}" for s in others]
+    argv += [f"--run-args={args.run_args}"] if args.run_args else []
+    print(f"sweep-bench: {scenario}, {name} sweep", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    p = argparse.ArgumentParser(prog="bench campaign")
+    bench_campaign.add_arguments(p)
+    rc = exit_status("bench campaign", lambda: bench_campaign.main(p.parse_args(argv)))
+    return rc, time.monotonic() - started
+
+
+def requests_sent(folder: Path) -> int:
+    """Every request the sweep sent, warm-up included: the lines of its records."""
+    return sum(sum(1 for _ in f.open()) for f in folder.rglob("requests.jsonl"))
+
+
+def frontier_points(folder: Path) -> list[adaptive.FrontierPoint]:
+    log = read_log(folder) or {"points": []}
+    pts = [
+        e for e in log["points"] if e.get("output_throughput") and e.get("interactivity_p50") and e["loop"] == "closed"
+    ]
+    return sorted(
+        (
+            adaptive.FrontierPoint(
+                e["load"], e["output_throughput"], e["interactivity_p50"], e.get("throughput_ci_rel") or 0
+            )
+            for e in pts
+        ),
+        key=lambda p: p.load,
+    )
+
+
+def compare(args, scenario: str, walls: dict[str, float]) -> dict:
+    grid_dir, adapt_dir = (args.out / name / "engine" / scenario for name in ("grid", "adaptive"))
+    grid, adapt = frontier_points(grid_dir), frontier_points(adapt_dir)
+    off = {f"c{g.load:g}": adaptive.deviation(g, adapt) for g in grid} if grid and adapt else {}
+    sent = {"grid": requests_sent(grid_dir), "adaptive": requests_sent(adapt_dir)}
+    answers = {"grid": read_answer(grid_dir), "adaptive": read_answer(adapt_dir)}
+    lo, hi = (answers["grid"] or {}).get("range", [None, None])
+    a = (answers["adaptive"] or {}).get("load")
+    loads = [g.load for g in grid]
+    step_below = max((x for x in loads if lo is not None and x < lo), default=lo)
+    within = a is not None and lo is not None and step_below <= a <= (hi if hi is not None else float("inf"))
+    return {
+        "scenario": scenario,
+        "grid_points": len(grid),
+        "adaptive_points": len(adapt),
+        "deviation_by_grid_point": off,
+        "max_deviation": max(off.values()) if off else None,
+        "requests": sent,
+        "requests_ratio": sent["adaptive"] / sent["grid"] if sent["grid"] else None,
+        "wall_s": walls,
+        "wall_ratio": walls["adaptive"] / walls["grid"] if walls["grid"] else None,
+        "slo_grid_range": [lo, hi],
+        "slo_adaptive": a,
+        "slo_adaptive_range": (answers["adaptive"] or {}).get("range"),
+        "slo_within_one_grid_step": within,
+        "slo_requests": {k: (v or {}).get("requests") for k, v in answers.items()},
+    }
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def table(rows: list[dict], fmt: str) -> str:
+    body = []
+    for r in rows:
+        body.append(
+            [
+                r["scenario"],
+                f"{r['grid_points']} / {r['adaptive_points']}",
+                f"{_pct(r['max_deviation'])} ({'ok' if (r['max_deviation'] or 1) <= TARGET_FRONTIER else 'over'} 2 %)",
+                f"{r['requests']['grid']} / {r['requests']['adaptive']} = {_pct(r['requests_ratio'])}",
+                f"{r['wall_s']['grid']:.0f} / {r['wall_s']['adaptive']:.0f} s = {_pct(r['wall_ratio'])}",
+                f"c{r['slo_grid_range'][0]}..c{r['slo_grid_range'][1]}",
+                f"c{r['slo_adaptive']} ({'within' if r['slo_within_one_grid_step'] else 'NOT within'} one grid step)",
+            ]
+        )
+    cols = [
+        "Scenario",
+        "Points grid / adaptive",
+        "Frontier: max distance",
+        "Requests grid / adaptive",
+        "Wall time grid / adaptive",
+        "SLO answer, grid",
+        "SLO answer, adaptive",
+    ]
+    return tabulate(body, cols, tablefmt=fmt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.results.sweepbench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        args.set_path = str(find_set(args.set))
+        names = [s.name for s in load_set(Path(args.set_path))]
+        args.out = args.out or RESULTS / "sweep-bench" / f"{datetime.now():%Y%m%d-%H%M%S}"
+        if (args.out / "grid").exists() or (args.out / "adaptive").exists():
+            raise UserError(f"{args.out} already holds sweeps; choose another --out (nothing is overwritten)")
+        print(
+            f"sweep-bench: {len(names)} scenarios x (grid, adaptive) against {args.base_url}, into {args.out}; "
+            "on the CPU engine with 2 cores this takes about 5 minutes",
+            file=sys.stderr,
+            flush=True,
+        )
+        rows, status = [], 0
+        for s in names:  # grid then adaptive per scenario, so both see the server in the same minutes
+            others = [o for o in names if o != s]
+            walls = {}
+            for name, extra in (
+                ("grid", ["--points", "grid"]),
+                ("adaptive", ["--points", "adaptive", "--ci-target", f"{args.ci_target:g}"]),
+            ):
+                rc, walls[name] = campaign(args, name, s, others, extra)
+                if rc:
+                    print(
+                        f"sweep-bench: the {name} sweep of {s} ended with status {rc}; its figures below are "
+                        "incomplete",
+                        file=sys.stderr,
+                    )
+                    status = 1
+            rows.append(compare(args, s, walls))
+        print()
+        print(table(rows, "simple"))
+        (args.out / "sweep-bench.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (args.out / "sweep-bench.md").write_text(table(rows, "github") + "\n")
+        print(
+            f"\nwrote {args.out / 'sweep-bench.md'} and sweep-bench.json; per-point logs: "
+            f"{args.out}/adaptive/engine/<scenario>/points.md",
+            file=sys.stderr,
+        )
+        return status
+
+    return exit_status("sweep-bench", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
