@@ -1,6 +1,6 @@
 """`just sweep-bench`: a fixed grid against adaptive points, on the same server, side by side.
 
-For each scenario of the set (default recipes/scenarios/sweep.toml), one campaign sweeps the
+For each scenario of the set (default recipes/sweep-bench.toml), one campaign sweeps the
 grid as the set lists it, and right after it a second sweeps it with `--points adaptive`, both
 with the same SLO search (`--slo`). It prints, per scenario:
 - the frontier: how far each grid point lies from the adaptive frontier (the line through the
@@ -26,7 +26,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.errors import UserError, exit_status
-from bench.paths import RESULTS
+from bench.paths import RESULTS, ROOT
 from bench.results import adaptive
 from bench.results.scenarios import find_set, load_set
 from bench.results.slo_report import read as read_answer
@@ -34,11 +34,12 @@ from bench.results.sweep import read_log
 
 TARGET_COST = 0.40  # adaptive requests and wall time, as a share of the grid's
 TARGET_FRONTIER = 0.02
+SWEEP_SET = ROOT / "recipes" / "sweep-bench.toml"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="The running server to sweep.")
-    p.add_argument("--set", default="sweep", help="Scenario set: a name in recipes/scenarios/ or a .toml file.")
+    p.add_argument("--set", default=str(SWEEP_SET), help="Scenario set: a name in recipes/scenarios/ or a .toml file.")
     p.add_argument("--slo", default="ttft_p99=150,tpot_p99=10", help="SLOs both sweeps search for (ms).")
     p.add_argument("--ci-target", type=float, default=TARGET_FRONTIER, help="Adaptive points' interval target.")
     p.add_argument("--out", type=Path, help="Results folder (default results/sweep-bench/<time>).")
