@@ -67,7 +67,7 @@ def interval(values) -> Interval | None:
     if v.mean() == 0:
         return None
     mean = float(v.mean())
-    half = t95(k - 1) * float(v.std(ddof=1)) / np.sqrt(k)
+    half = t95(k - 1) * float(v.std(ddof=1)) / float(np.sqrt(k))
     return Interval(mean, half, abs(half / mean), _drift(v, mean), k, cut)
 
 

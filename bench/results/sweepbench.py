@@ -5,8 +5,11 @@ grid as the set lists it, and right after it a second sweeps it with `--points a
 with the same SLO search (`--slo`). It prints, per scenario:
 - the frontier: how far each grid point lies from the adaptive frontier (the line through the
   adaptive points, in log throughput and log interactivity, so a distance reads as a relative
-  change), the largest of them, and the target (2 %);
-- the cost: requests sent (warm-up included) and wall time of each, and their ratio (target <= 40 %);
+  change), the largest of them against the target (2 %), and how many lie within what chance
+  allows (the grid point's own 95 % interval, by the same batch-means rule, plus the nearest
+  adaptive points'): on a host whose engine speed wanders, two sweeps cannot agree closer than that;
+- the cost: requests sent (each point's warm-up included) and wall time of each, and their ratio
+  (target <= 40 %); the engine is first warmed up by a short run that counts for neither;
 - the SLO answer of each (grid: between two of its points; adaptive: by bisection), and
   whether the adaptive answer lies within one grid step of the grid's.
 A benchmark, not a test: it prints figures and writes them to <out>/sweep-bench.md and .json.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from datetime import datetime
@@ -26,6 +30,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.errors import UserError, exit_status
+from bench.instrument import steady
+from bench.instrument.records import read_records
 from bench.paths import RESULTS, ROOT
 from bench.results import adaptive
 from bench.results.scenarios import find_set, load_set
@@ -62,6 +68,20 @@ def campaign(args, name: str, scenario: str, others: list[str], extra: list[str]
     return rc, time.monotonic() - started
 
 
+def warm_up(args) -> None:
+    """A freshly started engine answers its first requests slowly (the first point measured 2.5 x the
+    TTFT of the same point later); a short run it leaves out warms it for both sweeps alike."""
+    import shlex
+
+    from bench.instrument import spec
+    from bench.instrument.measure import measure
+
+    print("sweep-bench: warming the engine up (64 requests at concurrency 16, about 10 s)", file=sys.stderr, flush=True)
+    argv = ["--base-url", args.base_url, "--concurrency", "16", "--num-prompts", "64", "--input-len", "256"]
+    argv += ["--output-len", "64", "--no-progress", "--scrape-interval", "0", "--out", str(args.out / "warmup")]
+    measure(spec.parse(argv + shlex.split(args.run_args)))
+
+
 def requests_sent(folder: Path) -> int:
     """Every request the sweep sent, warm-up included: the lines of its records."""
     return sum(sum(1 for _ in f.open()) for f in folder.rglob("requests.jsonl"))
@@ -83,10 +103,27 @@ def frontier_points(folder: Path) -> list[adaptive.FrontierPoint]:
     )
 
 
+def grid_interval(folder: Path, load: float, target: float) -> float:
+    """The relative 95 % interval of a grid point's throughput, by the same batch-means rule."""
+    f = folder / f"c{load:g}" / "requests.jsonl"
+    iv = steady.judge(list(read_records(f)), target, 1)["intervals"]["output_throughput"] if f.exists() else None
+    return iv["rel"] if iv else 0.0
+
+
+def noise_allowance(g: adaptive.FrontierPoint, adapt: list[adaptive.FrontierPoint]) -> float:
+    """How far apart two measurements of the point may lie by chance: its interval plus the widest
+    of the two adaptive points nearest its load."""
+    near = sorted(adapt, key=lambda a: abs(math.log(a.load / g.load)))[:2]
+    return g.ci + max((a.ci for a in near), default=0.0)
+
+
 def compare(args, scenario: str, walls: dict[str, float]) -> dict:
     grid_dir, adapt_dir = (args.out / name / "engine" / scenario for name in ("grid", "adaptive"))
     grid, adapt = frontier_points(grid_dir), frontier_points(adapt_dir)
+    for g in grid:
+        g.ci = grid_interval(grid_dir, g.load, args.ci_target)
     off = {f"c{g.load:g}": adaptive.deviation(g, adapt) for g in grid} if grid and adapt else {}
+    allowed = {f"c{g.load:g}": max(TARGET_FRONTIER, noise_allowance(g, adapt)) for g in grid}
     sent = {"grid": requests_sent(grid_dir), "adaptive": requests_sent(adapt_dir)}
     answers = {"grid": read_answer(grid_dir), "adaptive": read_answer(adapt_dir)}
     lo, hi = (answers["grid"] or {}).get("range", [None, None])
@@ -100,6 +137,8 @@ def compare(args, scenario: str, walls: dict[str, float]) -> dict:
         "adaptive_points": len(adapt),
         "deviation_by_grid_point": off,
         "max_deviation": max(off.values()) if off else None,
+        "noise_allowance_by_grid_point": allowed,
+        "within_noise": sum(bool(off[k] <= allowed[k]) for k in off),
         "requests": sent,
         "requests_ratio": sent["adaptive"] / sent["grid"] if sent["grid"] else None,
         "wall_s": walls,
@@ -124,6 +163,7 @@ def table(rows: list[dict], fmt: str) -> str:
                 r["scenario"],
                 f"{r['grid_points']} / {r['adaptive_points']}",
                 f"{_pct(r['max_deviation'])} ({'ok' if (r['max_deviation'] or 1) <= TARGET_FRONTIER else 'over'} 2 %)",
+                f"{r['within_noise']}/{r['grid_points']}",
                 f"{r['requests']['grid']} / {r['requests']['adaptive']} = {_pct(r['requests_ratio'])}",
                 f"{r['wall_s']['grid']:.0f} / {r['wall_s']['adaptive']:.0f} s = {_pct(r['wall_ratio'])}",
                 f"c{r['slo_grid_range'][0]}..c{r['slo_grid_range'][1]}",
@@ -134,6 +174,7 @@ def table(rows: list[dict], fmt: str) -> str:
         "Scenario",
         "Points grid / adaptive",
         "Frontier: max distance",
+        "Within the intervals",
         "Requests grid / adaptive",
         "Wall time grid / adaptive",
         "SLO answer, grid",
@@ -163,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
+        warm_up(args)
         rows, status = [], 0
         for s in names:  # grid then adaptive per scenario, so both see the server in the same minutes
             others = [o for o in names if o != s]
