@@ -227,6 +227,13 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
             "warmup": spec.warmup,
             "duration": spec.duration,
             "min_success": spec.min_success,
+            "until_steady": {
+                "ci_target": spec.ci_target,
+                "min_requests": spec.min_requests,
+                "max_requests": spec.max_requests,
+            }
+            if spec.until_steady
+            else None,
         },
     )
     man["gpu_count"] = spec.gpus or server.get("gpus") or man["gpu_count"]

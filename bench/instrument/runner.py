@@ -80,7 +80,7 @@ class Runner:
             output_len=prompt.output_len,
         )
         self.progress.in_flight += 1
-        if not warmup:
+        if not warmup and self.watch is not None:
             self.in_flight[rid] = rec
         fill = None
         try:

@@ -210,28 +210,32 @@ def add_steady_arguments(p: argparse.ArgumentParser) -> None:
     )
     st.add_argument(
         "--ci-target",
-        type=_share,
-        default=0.02,
-        help="With --until-steady: the 95 %% half-width to reach, relative to the mean (0.02 = +-2 %%).",
+        type=_target,
+        help="With --until-steady: the 95 %% half-width to reach, relative to the mean (default 0.02 = +-2 %%).",
     )
     st.add_argument(
         "--min-requests",
         type=pos,
-        default=50,
-        help="With --until-steady: completed requests needed before the point may be called steady.",
+        help="With --until-steady: completed requests needed before the point may be called steady (default 50).",
     )
     st.add_argument(
         "--max-requests",
         type=pos,
-        default=2000,
         help="With --until-steady: stop after this many measured requests even if not steady "
-        "(it replaces --num-prompts).",
+        "(default 2000; it replaces --num-prompts).",
     )
     st.add_argument(
         "--max-duration",
         type=_positive(float),
         help="With --until-steady: stop sending after this many seconds even if not steady (as --duration).",
     )
+
+
+def _target(text: str) -> float:
+    value = _float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be above 0 and below 1 (0.02 = +-2 %)")
+    return value
 
 
 def _json_object(text: str) -> dict:
@@ -318,15 +322,22 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
 
 def _steady(args: argparse.Namespace) -> dict:
     """The steady-state fields; --max-requests stands in for --num-prompts, --max-duration for --duration."""
+    given = [args.ci_target, args.min_requests, args.max_requests, args.max_duration]
     if not args.until_steady:
+        if any(v is not None for v in given):
+            raise UserError(
+                "--ci-target, --min-requests, --max-requests and --max-duration apply only with --until-steady; "
+                "add it, or leave them out"
+            )
         return {}
     durations = [d for d in (args.duration, args.max_duration) if d]
+    cap = args.max_requests or RunSpec.max_requests
     return {
         "until_steady": True,
-        "ci_target": args.ci_target,
-        "min_requests": args.min_requests,
-        "max_requests": args.max_requests,
-        "num_prompts": args.max_requests,
+        "ci_target": args.ci_target or RunSpec.ci_target,
+        "min_requests": args.min_requests or RunSpec.min_requests,
+        "max_requests": cap,
+        "num_prompts": cap,
         "duration": min(durations) if durations else None,
     }
 
