@@ -151,6 +151,12 @@ def compare(args, scenario: str, walls: dict[str, float]) -> dict:
     }
 
 
+def _range(lo, hi) -> str:
+    if lo is None:
+        return f"none meets (c{hi} misses)" if hi else "-"
+    return f"c{lo}..c{hi}" if hi else f"c{lo} or more"
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{x:.1%}"
 
@@ -166,7 +172,7 @@ def table(rows: list[dict], fmt: str) -> str:
                 f"{r['within_noise']}/{r['grid_points']}",
                 f"{r['requests']['grid']} / {r['requests']['adaptive']} = {_pct(r['requests_ratio'])}",
                 f"{r['wall_s']['grid']:.0f} / {r['wall_s']['adaptive']:.0f} s = {_pct(r['wall_ratio'])}",
-                f"c{r['slo_grid_range'][0]}..c{r['slo_grid_range'][1]}",
+                _range(*r["slo_grid_range"]),
                 f"c{r['slo_adaptive']} ({'within' if r['slo_within_one_grid_step'] else 'NOT within'} one grid step)",
             ]
         )
