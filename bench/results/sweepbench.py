@@ -5,9 +5,10 @@ grid as the set lists it, and right after it a second sweeps it with `--points a
 with the same SLO search (`--slo`). It prints, per scenario:
 - the frontier: how far each grid point lies from the adaptive frontier (the line through the
   adaptive points, in log throughput and log interactivity, so a distance reads as a relative
-  change), the largest of them against the target (2 %), and how many lie within what chance
-  allows (the grid point's own 95 % interval, by the same batch-means rule, plus the nearest
-  adaptive points'): on a host whose engine speed wanders, two sweeps cannot agree closer than that;
+  change; throughput is each point's steady-state mean, see steady_throughput), the largest of
+  them against the target (2 %), and how many lie within what chance allows (the grid point's
+  own 95 % interval, by the same batch-means rule, plus the nearest adaptive points'): on a host
+  whose engine speed wanders, two sweeps cannot agree closer than that;
 - the cost: requests sent (each point's warm-up included) and wall time of each, and their ratio
   (target <= 40 %); the engine is first warmed up by a short run that counts for neither;
 - the SLO answer of each (grid: between two of its points; adaptive: by bisection), and
@@ -87,27 +88,31 @@ def requests_sent(folder: Path) -> int:
     return sum(sum(1 for _ in f.open()) for f in folder.rglob("requests.jsonl"))
 
 
-def frontier_points(folder: Path) -> list[adaptive.FrontierPoint]:
+def steady_throughput(run: Path, target: float) -> tuple[float, float] | None:
+    """(mean, relative 95 % half-width) of a point's steady-state output throughput: the interval
+    its run judged (--until-steady), else the same rule over its records up to the last send. Both
+    sweeps are compared on this, not on the summary's throughput over the whole window, whose
+    ramp-up and drain weigh more in a short run than in a long one. A point too short for batches
+    keeps the summary's figure."""
+    from bench.results.runfolder import summary
+
+    iv = (((summary(run).get("steady") or {}).get("intervals")) or {}).get("output_throughput")
+    if iv is None and (run / "requests.jsonl").exists():
+        iv = steady.judge(list(read_records(run / "requests.jsonl")), target, 1)["intervals"]["output_throughput"]
+    if iv is None:  # too few requests for batches (a short low-load point): the summary's figure, no interval
+        thr = summary(run).get("output_throughput")
+        return (thr, 0.0) if thr else None
+    return iv["mean"], iv["rel"]
+
+
+def frontier_points(folder: Path, target: float) -> list[adaptive.FrontierPoint]:
     log = read_log(folder) or {"points": []}
-    pts = [
-        e for e in log["points"] if e.get("output_throughput") and e.get("interactivity_p50") and e["loop"] == "closed"
-    ]
-    return sorted(
-        (
-            adaptive.FrontierPoint(
-                e["load"], e["output_throughput"], e["interactivity_p50"], e.get("throughput_ci_rel") or 0
-            )
-            for e in pts
-        ),
-        key=lambda p: p.load,
-    )
-
-
-def grid_interval(folder: Path, load: float, target: float) -> float:
-    """The relative 95 % interval of a grid point's throughput, by the same batch-means rule."""
-    f = folder / f"c{load:g}" / "requests.jsonl"
-    iv = steady.judge(list(read_records(f)), target, 1)["intervals"]["output_throughput"] if f.exists() else None
-    return iv["rel"] if iv else 0.0
+    out = []
+    for e in log["points"]:
+        if e.get("state") == "done" and e.get("interactivity_p50") and e["loop"] == "closed":
+            if got := steady_throughput(folder / e["point"], target):
+                out.append(adaptive.FrontierPoint(e["load"], got[0], e["interactivity_p50"], got[1]))
+    return sorted(out, key=lambda p: p.load)
 
 
 def noise_allowance(g: adaptive.FrontierPoint, adapt: list[adaptive.FrontierPoint]) -> float:
@@ -119,9 +124,7 @@ def noise_allowance(g: adaptive.FrontierPoint, adapt: list[adaptive.FrontierPoin
 
 def compare(args, scenario: str, walls: dict[str, float]) -> dict:
     grid_dir, adapt_dir = (args.out / name / "engine" / scenario for name in ("grid", "adaptive"))
-    grid, adapt = frontier_points(grid_dir), frontier_points(adapt_dir)
-    for g in grid:
-        g.ci = grid_interval(grid_dir, g.load, args.ci_target)
+    grid, adapt = frontier_points(grid_dir, args.ci_target), frontier_points(adapt_dir, args.ci_target)
     off = {f"c{g.load:g}": adaptive.deviation(g, adapt) for g in grid} if grid and adapt else {}
     allowed = {f"c{g.load:g}": max(TARGET_FRONTIER, noise_allowance(g, adapt)) for g in grid}
     sent = {"grid": requests_sent(grid_dir), "adaptive": requests_sent(adapt_dir)}
