@@ -131,3 +131,7 @@ def test_bench_run_until_steady_stops_before_its_cap(calib, tmp_path, load):
     assert summary["completed"] == len(records)
     for name in ("output_throughput", "mean_tpot"):
         assert st["intervals"][name]["half_width"] > 0
+    # A summary rebuilt from the records (as after kill -9) judges them by the same rule.
+    assert cli(["summarize", str(out), "--force"]) == 0
+    rebuilt = json.loads((out / "summary.json").read_text())["steady"]
+    assert rebuilt["stopped_by"] == "interrupted" and rebuilt["intervals"]["mean_tpot"]["batches"] >= 5

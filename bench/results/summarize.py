@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.instrument import checks, manifest, metrics, verdict
+from bench.instrument import checks, manifest, metrics, steady, verdict
 from bench.instrument.records import read_records
 from bench.results.runfolder import MANIFEST, REQUESTS, SUMMARY, read_json
 
@@ -50,6 +50,11 @@ def rebuild(folder: Path, force: bool = False) -> dict:
     summary.update(partial=True, rebuilt=REBUILT, client_cpu_s=None, client_cpu_ms_per_1k_chunks=None)
     summary["verdict"] = verdict.judge(summary, (man.get("load") or {}).get("min_success", 0.99))
     summary["notes"] = verdict.notes(summary)
+    if rule := (man.get("load") or {}).get("until_steady"):  # the killed run's intervals, up to its last send
+        closed = (man.get("load") or {}).get("rate") is None
+        summary["steady"] = {"stopped_by": "interrupted"} | steady.judge(
+            records, rule["ci_target"], rule["min_requests"], closed=closed
+        )
     summary["checks"] = checks.run_checks(records, checks.read_server(folder / "server.jsonl"), man, summary)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     man["partial"] = True
