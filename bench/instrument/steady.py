@@ -180,7 +180,7 @@ class Watch:
     judgement costs a few ms over thousands of records, so it runs at most every `every` seconds,
     spaced out further when it grows dear (it holds up the event loop)."""
 
-    def __init__(self, target: float, min_requests: int, t0: float, closed: bool, every: float = 0.5):
+    def __init__(self, target: float, min_requests: int, t0: float, closed: bool, every: float = 0.2):
         self.target, self.min_requests, self.t0, self.every = target, min_requests, t0, every
         self.closed = closed
         self.records: list[Record] = []
