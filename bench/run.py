@@ -45,6 +45,10 @@ def main(args: argparse.Namespace) -> int:
     fleet = summary["workers"]
     if fleet["count"] > 1:
         print(f"client: {fleet['count']} worker processes ({fleet['why']})", file=sys.stderr)
+    if st := summary.get("steady"):  # --until-steady: why it stopped, and how well the point is known
+        iv = st["intervals"]
+        known = ", ".join(f"{k} +-{v['rel']:.1%}" for k, v in iv.items() if v) or "no intervals yet"
+        print(f"stopped by {st['stopped_by']} after {st['measured']} requests; {known} (95 %)", file=sys.stderr)
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
     verdict = summary["verdict"]

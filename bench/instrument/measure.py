@@ -32,6 +32,7 @@ from bench.instrument import (
     schedule,
     served,
     session_metrics,
+    steady,
     verdict,
     workers,
     workload,
@@ -100,11 +101,15 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     bar = spec.progress and sys.stderr.isatty()
     runner_class, kinds_own = more.runner_class(spec, tok)
     runner = runner_class(transport, writer, make_body, t0, show_progress=bar, on_measure_start=measuring, **kinds_own)
+    if spec.until_steady:
+        runner.watch = steady.Watch(spec.ci_target, spec.min_requests, t0, closed=spec.rate is None)
     gc.collect()
     gc.freeze()
     gc.disable()
     if spec.dataset in more.KINDS:  # a conversation's turns, a trace's shared blocks: one process keeps them in order
         n_workers, why = 1, f"{spec.dataset}: one process"
+    elif spec.until_steady:  # the steadiness watch sees every record as it ends: one process
+        n_workers, why = 1, "--until-steady: one process"
     else:
         n_workers, why = workers.choose(spec, len(prompts))
     workers.raise_open_files()
@@ -146,6 +151,12 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
         summary.update(energy.for_run(out / "gpu.jsonl", records, summary, t0))
         summary["notes"] += summary.pop("gpu_notes", [])
         summary["gpu_sampler"] = sampled
+    if spec.until_steady:
+        summary["steady"] = _steadiness(spec, records, runner.watch, stopped_by)
+        if not summary["steady"]["steady"]:
+            summary["notes"].append(
+                f"not steady ({summary['steady']['why_not']}); stopped by {summary['steady']['stopped_by']}"
+            )
     summary["checks"] = checks.run_checks(records, checks.read_server(out / "server.jsonl"), man, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     man["partial"] = partial
@@ -275,6 +286,13 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
             "duration": spec.duration,
             "min_success": spec.min_success,
             **({"time_scale": spec.time_scale} if spec.dataset in more.traces.FORMATS else {}),
+            "until_steady": {
+                "ci_target": spec.ci_target,
+                "min_requests": spec.min_requests,
+                "max_requests": spec.max_requests,
+            }
+            if spec.until_steady
+            else None,
         },
     )
     man["gpu_count"] = spec.gpus or server.get("gpus") or man["gpu_count"]
@@ -296,6 +314,24 @@ def _gpu_devices(path: Path, message: str | None) -> dict:
 
 
 # ---- the run itself ----
+
+
+def _steadiness(spec: RunSpec, records, watch: steady.Watch, stopped_by: int) -> dict:
+    """Why sending stopped, and the intervals over the finished records, as any later reader would judge
+    them: over the window judged steady (none of the requests sent after it counts), else up to the last send."""
+    sent = sum(1 for r in records if not r.warmup)
+    why = (
+        "steady"
+        if watch.done
+        else "interrupted"
+        if stopped_by
+        else "max_requests"
+        if sent >= spec.max_requests
+        else "max_duration"
+    )
+    return {"stopped_by": why, "steady_at_s": watch.at, "measured": sent} | steady.judge(
+        records, spec.ci_target, spec.min_requests, end=watch.end, closed=spec.rate is None
+    )
 
 
 def open_transport(spec: RunSpec, count: TokenCounter) -> Transport:

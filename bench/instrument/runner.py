@@ -86,6 +86,8 @@ class Runner:
         self.worker = 0  # the client process this runner is (bench.instrument.workers)
         self.timed_by_transport = False  # the transport enforces the request timeout (no asyncio.timeout)
         self.ids: dict[bool, list[int]] = {}  # per phase (warmup?): ids when not consecutive (a worker's share)
+        self.watch = None  # a steady.Watch: stop sending once the measured records are steady
+        self.in_flight: dict[int, Record] = {}  # measured requests sent and not ended, for the watch
 
     # -- one request ---------------------------------------------------------------------
     async def one(
@@ -105,6 +107,8 @@ class Runner:
             worker=self.worker,
         )
         self.progress.in_flight += 1
+        if not warmup and self.watch is not None:
+            self.in_flight[rid] = rec
         fill = None
         transport = self.transport
         if body is None:
@@ -164,6 +168,15 @@ class Runner:
             for rec, fill in ended:
                 self._finish(rec, fill)
             self.writer.write_many([rec for rec, _ in ended])
+            if self.watch is not None:
+                self._watch(ended)
+
+    def _watch(self, ended) -> None:
+        for rec, _ in ended:
+            if self.in_flight.pop(rec.id, None) is not None:
+                self.watch.seen(rec)
+        oldest = min((r.sent for r in self.in_flight.values() if r.sent), default=None)
+        self.watch.check(oldest)
 
     def _finish(self, rec: Record, fill=None) -> None:
         if fill is not None:
@@ -208,9 +221,15 @@ class Runner:
             free = start
             for k in order:
                 due = start + (arrivals[k] if arrivals else 0.0)
-                if self.stopping or (deadline is not None and max(due, perf_counter()) > deadline):
+                if (
+                    self.stopping
+                    or self._enough(warmup)
+                    or (deadline is not None and max(due, perf_counter()) > deadline)
+                ):
                     return
                 await until(due)  # uvloop's timers keep whole milliseconds and may fire up to one early
+                if self._enough(warmup):  # judged steady while this worker waited for its arrival
+                    return
                 free = await self.one(ids[k], prompts[k], max(due, free), warmup, load.timeout, bodies[k])
 
         self.tasks = [asyncio.ensure_future(worker()) for _ in range(min(cap, len(prompts)))]
@@ -222,6 +241,9 @@ class Runner:
             if ticker:
                 ticker.cancel()
                 print(self.progress.line(), file=sys.stderr)
+
+    def _enough(self, warmup: bool) -> bool:
+        return not warmup and self.watch is not None and self.watch.done
 
     async def run(self, warmup_prompts: list[Prompt], prompts: list[Prompt], load: Load) -> None:
         """Warm up, then measure."""

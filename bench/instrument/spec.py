@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -64,6 +64,11 @@ class RunSpec:
     think_time: str = "0"  # seconds between an answer and the next turn, a distribution
     session_fault: str | None = None  # a deliberate fault in the history ("retokenize"); None: none
     time_scale: float = 1.0  # trace replay: the recorded gaps multiplied by this
+    # steady-state stopping (bench.instrument.steady): send until steady or a cap
+    until_steady: bool = False
+    ci_target: float = 0.02  # relative 95 % half-width of output throughput and mean TPOT
+    min_requests: int = 50  # completed requests the window must hold before it may be called steady
+    max_requests: int = 2000  # cap on measured requests with --until-steady (replaces --num-prompts)
 
     @property
     def api_key(self) -> str | None:
@@ -249,6 +254,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.1,
         help="Seconds between GPU samples; 0.1 keeps integrated power within a few %% of the energy counter.",
     )
+    add_steady_arguments(p)
 
 
 def _gpu_ids(text: str) -> str:
@@ -259,6 +265,45 @@ def _gpu_ids(text: str) -> str:
     if not all(p.isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"{text!r} is not all, none or GPU indices such as 0,1")
     return ",".join(str(int(p)) for p in parts)
+
+
+def add_steady_arguments(p: argparse.ArgumentParser) -> None:
+    pos = _positive(int)
+    st = p.add_argument_group("steady-state stopping")
+    st.add_argument(
+        "--until-steady",
+        action="store_true",
+        help="Keep sending until output throughput and mean TPOT are known to --ci-target (batch means), "
+        "or a cap is hit; spends no more requests than the point needs.",
+    )
+    st.add_argument(
+        "--ci-target",
+        type=_target,
+        help="With --until-steady: the 95 %% half-width to reach, relative to the mean (default 0.02 = +-2 %%).",
+    )
+    st.add_argument(
+        "--min-requests",
+        type=pos,
+        help="With --until-steady: completed requests needed before the point may be called steady (default 50).",
+    )
+    st.add_argument(
+        "--max-requests",
+        type=pos,
+        help="With --until-steady: stop after this many measured requests even if not steady "
+        "(default 2000; it replaces --num-prompts).",
+    )
+    st.add_argument(
+        "--max-duration",
+        type=_positive(float),
+        help="With --until-steady: stop sending after this many seconds even if not steady (as --duration).",
+    )
+
+
+def _target(text: str) -> float:
+    value = _float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be above 0 and below 1 (0.02 = +-2 %)")
+    return value
 
 
 def _json_object(text: str) -> dict:
@@ -317,11 +362,13 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         raise UserError(
             f"--dataset {args.dataset} runs in one client process (turns and shared blocks in order); drop --workers"
         )
+    if args.until_steady and args.workers is not None and args.workers > 1:
+        raise UserError("--until-steady judges every record as it ends in one client process; drop --workers")
     if args.warmup < 0 or args.prefix_len < 0:
         raise UserError("--warmup and --prefix-len cannot be negative")
     random = args.dataset == "random"
     exact = args.dataset in ("random", "sessions", "mooncake", "burstgpt")  # lengths the workload fixes
-    return RunSpec(
+    spec = RunSpec(
         base_url=args.base_url,
         model=args.model,
         api=args.api,
@@ -363,6 +410,29 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         session_fault=args.session_fault,
         time_scale=args.time_scale,
     )
+    return replace(spec, **_steady(args))
+
+
+def _steady(args: argparse.Namespace) -> dict:
+    """The steady-state fields; --max-requests stands in for --num-prompts, --max-duration for --duration."""
+    given = [args.ci_target, args.min_requests, args.max_requests, args.max_duration]
+    if not args.until_steady:
+        if any(v is not None for v in given):
+            raise UserError(
+                "--ci-target, --min-requests, --max-requests and --max-duration apply only with --until-steady; "
+                "add it, or leave them out"
+            )
+        return {}
+    durations = [d for d in (args.duration, args.max_duration) if d]
+    cap = args.max_requests or RunSpec.max_requests
+    return {
+        "until_steady": True,
+        "ci_target": args.ci_target or RunSpec.ci_target,
+        "min_requests": args.min_requests or RunSpec.min_requests,
+        "max_requests": cap,
+        "num_prompts": cap,
+        "duration": min(durations) if durations else None,
+    }
 
 
 class _Refusal(argparse.ArgumentParser):

@@ -16,6 +16,10 @@ A request may override the timing with a body field
 
 --processes N serves from N processes on one port (SO_REUSEPORT), each on its own core and log,
 for loads one process cannot send on time (bench.lab.calibration_fleet); read_log merges the logs.
+--ttft-per-stream-ms A and --itl-per-stream-ms B make a server that slows down with load along a
+known line: a request that arrives while n other streams are in flight gets TTFT ttft + A * n and
+ITL itl + B * n (so a closed loop at concurrency C sees ttft + A * (C - 1)), which puts an SLO's
+answer where a test knows it is.
 
 GET /metrics answers Prometheus text counting what was served (bench.lab.calibration_metrics).
 --usage-scale X makes every usage the server REPORTS (per chunk, at the end of a stream, in a
@@ -207,6 +211,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--tokens-per-chunk", type=int, default=1, help="Tokens carried by each chunk (the last may carry fewer)."
     )
     p.add_argument(
+        "--ttft-per-stream-ms",
+        type=float,
+        default=0.0,
+        help="TTFT added per other stream in flight when a request arrives, in ms (a server that slows with load).",
+    )
+    p.add_argument(
+        "--itl-per-stream-ms",
+        type=float,
+        default=0.0,
+        help="ITL added per other stream in flight when a request arrives, in ms (a server that slows with load).",
+    )
+    p.add_argument(
         "--log",
         required=True,
         type=Path,
@@ -258,6 +274,8 @@ async def serve(args: argparse.Namespace) -> None:
         raise UserError(f"--faults: {e}.") from None
     info = {"model": args.model, "max_model_len": args.max_model_len, "defaults": defaults, "faults": faults}
     info |= {"counts": Counts(), "usage_scale": args.usage_scale}
+    if args.ttft_per_stream_ms or args.itl_per_stream_ms:
+        info["per_stream"] = (args.ttft_per_stream_ms / 1e3, args.itl_per_stream_ms / 1e3)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -320,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--processes must be 1 or more.")
         if args.ttft_ms < 0 or args.itl_ms < 0 or args.tokens_per_chunk < 1:
             raise UserError("--ttft-ms and --itl-ms must be >= 0 and --tokens-per-chunk >= 1.")
+        if args.ttft_per_stream_ms < 0 or args.itl_per_stream_ms < 0:
+            raise UserError("--ttft-per-stream-ms and --itl-per-stream-ms must be >= 0.")
         run = asyncio.run
         if args.loop != "asyncio":
             try:
@@ -351,6 +371,8 @@ def start_server(
     exit_after: int | None = None,
     usage_scale: float = 1.0,
     processes: int = 1,
+    ttft_per_stream_ms: float = 0.0,
+    itl_per_stream_ms: float = 0.0,
 ) -> subprocess.Popen:
     """Start the server in a subprocess and return once it printed its ready line.
 
@@ -359,6 +381,7 @@ def start_server(
     with processes=4: --processes, SO_REUSEPORT). Stop it with stop_server().
     faults / exit_after: the --faults and --exit-after options (bench.lab.calibration_faults);
     usage_scale: --usage-scale (the usage lies by that factor, /metrics does not).
+    ttft_per_stream_ms / itl_per_stream_ms: the slope of a server that slows with load.
     """
     cmd = [
         sys.executable,
@@ -388,6 +411,8 @@ def start_server(
     cmd += ["--exit-after", str(exit_after)] if exit_after else []
     cmd += ["--usage-scale", str(usage_scale)] if usage_scale != 1.0 else []
     cmd += ["--processes", str(processes)] if processes > 1 else []
+    if ttft_per_stream_ms or itl_per_stream_ms:
+        cmd += ["--ttft-per-stream-ms", str(ttft_per_stream_ms), "--itl-per-stream-ms", str(itl_per_stream_ms)]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     root = str(ROOT)

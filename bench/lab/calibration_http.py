@@ -167,6 +167,10 @@ class Stream:
 def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float, fault: str | None = None) -> None:
     """Plan the chunks, encode their bytes once and hand the stream to the scheduler."""
     plan = parse_request(body, chat, conn.info)
+    if slope := conn.info.get("per_stream"):  # a server that slows with load, along a known line
+        others = len(conn.sched.active)  # streams in flight when this one arrived, itself not counted
+        plan.ttft += slope[0] * others
+        plan.itl += slope[1] * others
     tokens = plan.tokens if plan.stream else [plan.max_tokens]
     entry = {
         "id": rid,

@@ -26,7 +26,7 @@ from bench.errors import UserError
 from bench.instrument import spec
 from bench.instrument.measure import measure
 from bench.instrument.spec import RunSpec
-from bench.results import campaign_cli, fitset, plot, report
+from bench.results import campaign_cli, fitset, plot, report, slo
 from bench.results.campaign_cli import add_arguments as add_arguments  # bench.cli builds the command from here
 from bench.results.runfolder import state, summary
 from bench.results.scenarios import (
@@ -38,6 +38,7 @@ from bench.results.scenarios import (
     points,
     skip_reason,
 )
+from bench.results.sweep import SweepPoints
 
 # `bench run` flags the campaign sets itself for every point.
 OWNED = {
@@ -101,7 +102,7 @@ def point_spec(args, p: Point, label: str, campaign: str, extra: list[str]) -> R
     argv += session_trace_flags(s)
     argv += ["--output-len", str(s.output_len)] if s.output_len else []
     argv += ["--range-ratio", f"{s.range_ratio:g}"] if s.range_ratio else []
-    return spec.parse(argv + extra)
+    return spec.parse(argv + extra + p.run_args)
 
 
 def session_trace_flags(s: Scenario) -> list[str]:
@@ -219,7 +220,10 @@ def main(args) -> int:
     campaign = campaign_name(args, path, words)
     if args.pause < 0:
         raise UserError("--pause cannot be negative")
+    if not 0 < args.ci_target < 1 or args.slo_resolution < 0:
+        raise UserError("--ci-target must be between 0 and 1 (0.02 = +-2 %) and --slo-resolution at least 0")
     extra = shlex.split(args.run_args)
+    slos = slo.parse(args.slo) if args.slo else None
     if clash := [a for a in extra if a.split("=")[0] in OWNED]:
         raise UserError(f"--run-args cannot set {', '.join(clash)}: the campaign sets it for every point")
     max_len = None
@@ -244,6 +248,11 @@ def main(args) -> int:
     fitset.check_campaign(*served_record(args), todo, args, max_len, say)
     if args.dry_run:
         return 0
+    if args.points == "adaptive" or slos:  # points chosen as the campaign goes (bench.results.sweep)
+        sweeps = [
+            (name, SweepPoints(pts, args.points, args.ci_target, slos, args.slo_resolution)) for name, pts in sweeps
+        ]
+        say(f"  points: {args.points}{f', then SLO search {args.slo}' if slos else ''}; why each: <scenario>/points.md")
     pending = [sw for sw in sweeps if any(args.redo or state(p.out) != "done" for p in sw[1])]
     if args.warmup_sweep and pending:
         # The first sweep to measure, run once before it into <campaign>-warmup/ and left out.

@@ -106,6 +106,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "to study queueing on purpose; without it the campaign refuses them before measuring.",
     )
     p.add_argument(
+        "--points",
+        choices=["grid", "adaptive"],
+        default="grid",
+        help="grid: every load point of the set; adaptive: start at its lowest and highest load, add points "
+        "where the frontier is least known, each run until steady (--ci-target); why each went where: "
+        "<scenario>/points.md.",
+    )
+    p.add_argument(
+        "--ci-target",
+        type=float,
+        default=0.02,
+        help="With --points adaptive: the relative 95 %% interval each point is run to, and the frontier "
+        "change below which no point is added (0.02 = 2 %%).",
+    )
+    p.add_argument(
+        "--slo",
+        metavar="NAME=MS,...",
+        help="Find the highest load meeting every SLO (e.g. ttft_p99=500,tpot_p99=50): from the grid's "
+        "points, or by bisection with --points adaptive; the answer goes to <scenario>/slo.json.",
+    )
+    p.add_argument(
+        "--slo-resolution",
+        type=float,
+        default=0.25,
+        help="With --slo and --points adaptive: bisect until the highest load that meets and the lowest that "
+        "misses are within this fraction of each other (0.25 = 25 %%; 0: down to neighbouring concurrencies).",
+    )
+    p.add_argument(
         "--report",
         action="store_true",
         help="After measuring (also when some points failed), print the tables, write report.md and "

@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.instrument import metrics
 from bench.instrument.checks import read_server
 from bench.instrument.gpu_sampler import read_lines
-from bench.results import turns
+from bench.results import slo_report, turns
 from bench.results.gpu_timeline import plot_gpu_timeline
 from bench.results.report import context, load_key, scenario_key, value
 from bench.results.runfolder import MARKS, Run, runs_under
@@ -57,6 +57,9 @@ def point(run: Run) -> dict:
         per_gpu = p["output_throughput"] / gpus
     p["throughput_per_gpu"] = per_gpu
     p["tokens_per_joule"] = value(s, "output_tokens_per_joule")  # None unless the run sampled its GPUs
+    ci = (((s.get("steady") or {}).get("intervals") or {}).get("output_throughput") or {}).get("rel")
+    p["throughput_ci"] = ci  # relative 95 % half-width (runs measured until steady), else None
+    p["folder"] = str(run.path)
     return p
 
 
@@ -166,6 +169,7 @@ def plot_frontier(
                 marker=marker,
             )
         _label_points(ax, [p["interactivity"] for p in pts], [p[y] for p in pts], [p["load_point"] for p in pts])
+        _error_bars_and_slo(ax, pts, y, line.get_color())
     ax.set(
         xlabel="Interactivity (tok/s/user, median over requests of 1 / TPOT)",
         ylabel="Output throughput per GPU (tok/s/GPU)"
@@ -195,6 +199,26 @@ def _tokens_per_joule(ax, series: dict[str, list[dict]], colors: dict[str, str])
     ax.margins(0.12)
     ax.grid(alpha=0.3)
     ax.legend(title="engine")
+
+
+def _error_bars_and_slo(ax, pts: list[dict], y: str, color) -> None:
+    """The throughput interval of each point measured until steady, and a star on the SLO answer."""
+    bars = [p for p in pts if p["throughput_ci"]]
+    if bars:
+        ax.errorbar(
+            [p["interactivity"] for p in bars],
+            [p[y] for p in bars],
+            yerr=[p[y] * p["throughput_ci"] for p in bars],
+            fmt="none",
+            ecolor=color,
+            capsize=3,
+        )
+    ans = slo_report.read(Path(pts[0]["folder"]).parent) if pts else None
+    best = [p for p in pts if ans and p["load_point"].split()[0] == (ans.get("bounded_by") or {}).get("meets")]
+    for p in best:
+        ax.scatter([p["interactivity"]], [p[y]], marker="*", s=250, color=color, zorder=5)
+        slos = ", ".join(f"{k}<={v:g}" for k, v in ans["slo_ms"].items())
+        ax.annotate(f"SLO answer ({slos})", (p["interactivity"], p[y]), textcoords="offset points", xytext=(8, -14))
 
 
 def plot_cdf(data: dict[str, list[float]], run: Run, path: Path):

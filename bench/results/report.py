@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.results import turns
+from bench.results import slo_report, turns
 from bench.results.runfolder import MARKS, Run, runs_under
 
 # name -> (column title, summary keys tried in order, higher is better)
@@ -119,6 +119,8 @@ def compare(runs: list[Run], baseline: str, metrics: list[str]) -> list[dict]:
             for m in metrics:
                 row[m] = value(r.summary, m)
                 row[f"{m}_gap_pct"] = gap(row[m], value(base.summary, m) if base else None)
+            ci = (((r.summary.get("steady") or {}).get("intervals") or {}).get("output_throughput") or {}).get("rel")
+            row["output_throughput_ci_pct"] = ci * 100 if ci is not None else None  # 95 % half-width, --until-steady
             mark, why = r.flag or ("", "")
             row.update(flag=mark, flag_reason=why, notes=" | ".join(r.summary.get("notes") or []))
             doubts = [c for c in r.summary.get("checks") or [] if c.get("status") != "pass"]
@@ -216,7 +218,12 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
             + [_cell(r[m], r[f"{m}_gap_pct"], r["engine"] == base) for m in metrics]
             for r in crows
         ]
-        out.append(f"Per engine, baseline {base}; (gap %) as above.\n")
+        if any(r["output_throughput_ci_pct"] is not None for r in crows):  # runs measured until steady
+            cols.append("tok/s +-")
+            for line, r in zip(body, crows):
+                ci = r["output_throughput_ci_pct"]
+                line.append("-" if ci is None else f"{ci:.1f}%")
+        out.append(f"Per engine, baseline {base}; (gap %) as above; +-: 95 % interval of output tok/s.\n")
         out.append(_table(body, cols, fmt, labels=3))
         if notes := footnotes(crows):
             legend = (
@@ -243,9 +250,12 @@ def write(tree, markdown=None, csv_file=None, *, baseline=None, metrics=DEFAULT_
         metrics = DEFAULT_METRICS + ENERGY_METRICS
     baseline = pick_baseline(runs, baseline)
     rows = compare(runs, baseline, metrics)
-    print(tables(runs, rows, metrics, fmt, md=False))
+    answers = slo_report.lines(tree)
+    print(tables(runs, rows, metrics, fmt, md=False) + "".join(f"\nSLO answer, {a}" for a in answers))
     if markdown:
-        Path(markdown).write_text(tables(runs, rows, metrics, "github", md=True), encoding="utf-8")
+        md = tables(runs, rows, metrics, "github", md=True)
+        md += "\n## SLO answers\n\n" + "\n".join(f"- {a}" for a in answers) + "\n" if answers else ""
+        Path(markdown).write_text(md, encoding="utf-8")
         print(f"wrote {markdown}", file=sys.stderr)
     if csv_file:
         with open(csv_file, "w", newline="", encoding="utf-8") as f:

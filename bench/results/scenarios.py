@@ -50,6 +50,7 @@ class Point:
     rate: float | None
     num_prompts: int
     out: Path
+    run_args: list = field(default_factory=list)  # `bench run` flags of this point alone (adaptive: --until-steady)
 
 
 def find_set(spec: str) -> Path:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.instrument import checks, energy, manifest, metrics, session_metrics, verdict, workers
+from bench.instrument import checks, energy, manifest, metrics, session_metrics, steady, verdict, workers
 from bench.instrument.records import read_records
 from bench.results.runfolder import MANIFEST, REQUESTS, SUMMARY, read_json
 
@@ -56,6 +56,11 @@ def rebuild(folder: Path, force: bool = False) -> dict:
     t0 = (man.get("clock") or {}).get("t0_perf_counter") or 0.0
     summary.update(energy.for_run(folder / "gpu.jsonl", records, summary, t0))  # nothing without gpu.jsonl
     summary["notes"] += summary.pop("gpu_notes", [])
+    if rule := (man.get("load") or {}).get("until_steady"):  # the killed run's intervals, up to its last send
+        closed = (man.get("load") or {}).get("rate") is None
+        summary["steady"] = {"stopped_by": "interrupted"} | steady.judge(
+            records, rule["ci_target"], rule["min_requests"], closed=closed
+        )
     summary["checks"] = checks.run_checks(records, checks.read_server(folder / "server.jsonl"), man, summary)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     man["partial"] = True

@@ -1,0 +1,249 @@
+"""`just sweep-bench`: a fixed grid against adaptive points, on the same server, side by side.
+
+For each scenario of the set (default recipes/sweep-bench.toml), one campaign sweeps the
+grid as the set lists it, and right after it a second sweeps it with `--points adaptive`, both
+with the same SLO search (`--slo`). It prints, per scenario:
+- the frontier: how far each grid point lies from the adaptive frontier (the line through the
+  adaptive points, in log throughput and log interactivity, so a distance reads as a relative
+  change; throughput is each point's steady-state mean, see steady_throughput), the largest of
+  them against the target (2 %), and how many lie within what chance allows (the grid point's
+  own 95 % interval, by the same batch-means rule, plus the nearest adaptive points'): on a host
+  whose engine speed wanders, two sweeps cannot agree closer than that;
+- the cost: requests sent (each point's warm-up included) and wall time of each, and their ratio
+  (target <= 40 %); the engine is first warmed up by a short run that counts for neither;
+- the SLO answer of each (grid: between two of its points; adaptive: by bisection), and
+  whether the adaptive answer lies within one grid step of the grid's.
+A benchmark, not a test: it prints figures and writes them to <out>/sweep-bench.md and .json.
+
+    python -m bench.results.sweepbench --base-url http://127.0.0.1:8000/v1 --out results/sweep-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from tabulate import tabulate
+
+from bench.errors import UserError, exit_status
+from bench.instrument import steady
+from bench.instrument.records import read_records
+from bench.paths import RESULTS, ROOT
+from bench.results import adaptive
+from bench.results.scenarios import find_set, load_set
+from bench.results.slo_report import read as read_answer
+from bench.results.sweep import read_log
+
+TARGET_COST = 0.40  # adaptive requests and wall time, as a share of the grid's
+TARGET_FRONTIER = 0.02
+SWEEP_SET = ROOT / "recipes" / "sweep-bench.toml"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="The running server to sweep.")
+    p.add_argument("--set", default=str(SWEEP_SET), help="Scenario set: a name in recipes/scenarios/ or a .toml file.")
+    p.add_argument("--slo", default="ttft_p99=150,tpot_p99=10", help="SLOs both sweeps search for (ms).")
+    p.add_argument("--ci-target", type=float, default=TARGET_FRONTIER, help="Adaptive points' interval target.")
+    p.add_argument("--out", type=Path, help="Results folder (default results/sweep-bench/<time>).")
+    p.add_argument("--run-args", default="", help="Extra `bench run` flags for every point of both sweeps.")
+
+
+def campaign(args, name: str, scenario: str, others: list[str], extra: list[str]) -> tuple[int, float]:
+    """One sweep of one scenario into <out>/<name>; (exit status, wall seconds)."""
+    from bench.results import campaign as bench_campaign
+
+    argv = [args.set_path, "--base-url", args.base_url, "--label", "engine", "--name", name]
+    argv += ["--results", str(args.out), "--pause", "0", "--slo", args.slo, *extra]
+    argv += [f"--skip={s}" for s in others]
+    argv += [f"--run-args={args.run_args}"] if args.run_args else []
+    print(f"sweep-bench: {scenario}, {name} sweep", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    p = argparse.ArgumentParser(prog="bench campaign")
+    bench_campaign.add_arguments(p)
+    rc = exit_status("bench campaign", lambda: bench_campaign.main(p.parse_args(argv)))
+    return rc, time.monotonic() - started
+
+
+def warm_up(args) -> None:
+    """A freshly started engine answers its first requests slowly (the first point measured 2.5 x the
+    TTFT of the same point later); a short run it leaves out warms it for both sweeps alike."""
+    import shlex
+
+    from bench.instrument import spec
+    from bench.instrument.measure import measure
+
+    print("sweep-bench: warming the engine up (64 requests at concurrency 16, about 10 s)", file=sys.stderr, flush=True)
+    argv = ["--base-url", args.base_url, "--concurrency", "16", "--num-prompts", "64", "--input-len", "256"]
+    argv += ["--output-len", "64", "--no-progress", "--scrape-interval", "0", "--out", str(args.out / "warmup")]
+    measure(spec.parse(argv + shlex.split(args.run_args)))
+
+
+def requests_sent(folder: Path) -> int:
+    """Every request the sweep sent, warm-up included: the lines of its records."""
+    return sum(sum(1 for _ in f.open()) for f in folder.rglob("requests.jsonl"))
+
+
+def steady_throughput(run: Path, target: float) -> tuple[float, float] | None:
+    """(mean, relative 95 % half-width) of a point's steady-state output throughput: the interval
+    its run judged (--until-steady), else the same rule over its records up to the last send. Both
+    sweeps are compared on this, not on the summary's throughput over the whole window, whose
+    ramp-up and drain weigh more in a short run than in a long one. A point too short for batches
+    keeps the summary's figure."""
+    from bench.results.runfolder import summary
+
+    iv = (((summary(run).get("steady") or {}).get("intervals")) or {}).get("output_throughput")
+    if iv is None and (run / "requests.jsonl").exists():
+        iv = steady.judge(list(read_records(run / "requests.jsonl")), target, 1)["intervals"]["output_throughput"]
+    if iv is None:  # too few requests for batches (a short low-load point): the summary's figure, no interval
+        thr = summary(run).get("output_throughput")
+        return (thr, 0.0) if thr else None
+    return iv["mean"], iv["rel"]
+
+
+def frontier_points(folder: Path, target: float) -> list[adaptive.FrontierPoint]:
+    log = read_log(folder) or {"points": []}
+    out = []
+    for e in log["points"]:
+        if e.get("state") == "done" and e.get("interactivity_p50") and e["loop"] == "closed":
+            if got := steady_throughput(folder / e["point"], target):
+                out.append(adaptive.FrontierPoint(e["load"], got[0], e["interactivity_p50"], got[1]))
+    return sorted(out, key=lambda p: p.load)
+
+
+def noise_allowance(g: adaptive.FrontierPoint, adapt: list[adaptive.FrontierPoint]) -> float:
+    """How far apart two measurements of the point may lie by chance: its interval plus the widest
+    of the two adaptive points nearest its load."""
+    near = sorted(adapt, key=lambda a: abs(math.log(a.load / g.load)))[:2]
+    return g.ci + max((a.ci for a in near), default=0.0)
+
+
+def compare(args, scenario: str, walls: dict[str, float]) -> dict:
+    grid_dir, adapt_dir = (args.out / name / "engine" / scenario for name in ("grid", "adaptive"))
+    grid, adapt = frontier_points(grid_dir, args.ci_target), frontier_points(adapt_dir, args.ci_target)
+    off = {f"c{g.load:g}": adaptive.deviation(g, adapt) for g in grid} if grid and adapt else {}
+    allowed = {f"c{g.load:g}": max(TARGET_FRONTIER, noise_allowance(g, adapt)) for g in grid}
+    sent = {"grid": requests_sent(grid_dir), "adaptive": requests_sent(adapt_dir)}
+    answers = {"grid": read_answer(grid_dir), "adaptive": read_answer(adapt_dir)}
+    lo, hi = (answers["grid"] or {}).get("range", [None, None])
+    a = (answers["adaptive"] or {}).get("load")
+    loads = [g.load for g in grid]
+    step_below = max((x for x in loads if lo is not None and x < lo), default=lo)
+    within = a is not None and lo is not None and step_below <= a <= (hi if hi is not None else float("inf"))
+    return {
+        "scenario": scenario,
+        "grid_points": len(grid),
+        "adaptive_points": len(adapt),
+        "deviation_by_grid_point": off,
+        "max_deviation": max(off.values()) if off else None,
+        "noise_allowance_by_grid_point": allowed,
+        "within_noise": sum(bool(off[k] <= allowed[k]) for k in off),
+        "requests": sent,
+        "requests_ratio": sent["adaptive"] / sent["grid"] if sent["grid"] else None,
+        "wall_s": walls,
+        "wall_ratio": walls["adaptive"] / walls["grid"] if walls["grid"] else None,
+        "slo_grid_range": [lo, hi],
+        "slo_adaptive": a,
+        "slo_adaptive_range": (answers["adaptive"] or {}).get("range"),
+        "slo_within_one_grid_step": within,
+        "slo_requests": {k: (v or {}).get("requests") for k, v in answers.items()},
+    }
+
+
+def _range(lo, hi) -> str:
+    if lo is None:
+        return f"none meets (c{hi} misses)" if hi else "-"
+    return f"c{lo}..c{hi}" if hi else f"c{lo} or more"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def table(rows: list[dict], fmt: str) -> str:
+    body = []
+    for r in rows:
+        body.append(
+            [
+                r["scenario"],
+                f"{r['grid_points']} / {r['adaptive_points']}",
+                f"{_pct(r['max_deviation'])} ({'ok' if (r['max_deviation'] or 1) <= TARGET_FRONTIER else 'over'} 2 %)",
+                f"{r['within_noise']}/{r['grid_points']}",
+                f"{r['requests']['grid']} / {r['requests']['adaptive']} = {_pct(r['requests_ratio'])}",
+                f"{r['wall_s']['grid']:.0f} / {r['wall_s']['adaptive']:.0f} s = {_pct(r['wall_ratio'])}",
+                _range(*r["slo_grid_range"]),
+                f"c{r['slo_adaptive']} ({'within' if r['slo_within_one_grid_step'] else 'NOT within'} one grid step)",
+            ]
+        )
+    cols = [
+        "Scenario",
+        "Points grid / adaptive",
+        "Frontier: max distance",
+        "Within the intervals",
+        "Requests grid / adaptive",
+        "Wall time grid / adaptive",
+        "SLO answer, grid",
+        "SLO answer, adaptive",
+    ]
+    return tabulate(body, cols, tablefmt=fmt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.results.sweepbench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        args.set_path = str(find_set(args.set))
+        names = [s.name for s in load_set(Path(args.set_path))]
+        args.out = args.out or RESULTS / "sweep-bench" / f"{datetime.now():%Y%m%d-%H%M%S}"
+        if (args.out / "grid").exists() or (args.out / "adaptive").exists():
+            raise UserError(f"{args.out} already holds sweeps; choose another --out (nothing is overwritten)")
+        print(
+            f"sweep-bench: {len(names)} scenarios x (grid, adaptive) against {args.base_url}, into {args.out}; "
+            "on the CPU engine with 2 cores this takes about 5 minutes",
+            file=sys.stderr,
+            flush=True,
+        )
+        warm_up(args)
+        rows, status = [], 0
+        for s in names:  # grid then adaptive per scenario, so both see the server in the same minutes
+            others = [o for o in names if o != s]
+            walls = {}
+            for name, extra in (
+                ("grid", ["--points", "grid"]),
+                ("adaptive", ["--points", "adaptive", "--ci-target", f"{args.ci_target:g}"]),
+            ):
+                rc, walls[name] = campaign(args, name, s, others, extra)
+                if rc:
+                    print(
+                        f"sweep-bench: the {name} sweep of {s} ended with status {rc}; its figures below are "
+                        "incomplete",
+                        file=sys.stderr,
+                    )
+                    status = 1
+            rows.append(compare(args, s, walls))
+        print()
+        print(table(rows, "simple"))
+        (args.out / "sweep-bench.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (args.out / "sweep-bench.md").write_text(table(rows, "github") + "\n")
+        print(
+            f"\nwrote {args.out / 'sweep-bench.md'} and sweep-bench.json; per-point logs: "
+            f"{args.out}/adaptive/engine/<scenario>/points.md",
+            file=sys.stderr,
+        )
+        return status
+
+    return exit_status("sweep-bench", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
