@@ -148,8 +148,8 @@ class _Connection:
             raise
         return cls(sock, poller)
 
-    def start(self, api: str) -> asyncio.Future:
-        self.reader, self.ending = ResponseReader(api), None
+    def start(self, api: str, think: bool = False) -> asyncio.Future:
+        self.reader, self.ending = ResponseReader(api, think), None
         self.done = self.loop.create_future()
         return self.done
 
@@ -227,13 +227,15 @@ class RawTransport:
         count: TokenCounter | None = None,
         connect_timeout: float | None = None,
         first_token_timeout: float | None = None,
+        think: bool = False,
     ):
+        """think: split inline <think> tags in generated text (the tokenizer has them as tokens)."""
         url = urlsplit(base_url.rstrip("/"))
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.ssl = ssl.create_default_context() if url.scheme == "https" else None
         self.path = f"{url.path}/{'chat/completions' if api == 'chat' else 'completions'}"
-        self.api, self.count = api, count
+        self.api, self.count, self.think = api, count, think
         self.connect_timeout, self.first_token_timeout = connect_timeout, first_token_timeout
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self._head = (
@@ -278,7 +280,7 @@ class RawTransport:
         payload = orjson.dumps(body)
         head = f"{self._head}X-Request-Id: {request_id}\r\nContent-Length: {len(payload)}\r\n\r\n"
         conn = await self._connection()
-        done = conn.start(self.api)
+        done = conn.start(self.api, self.think)
         timer = None
         try:
             rec.sent = await conn.write(head.encode() + payload)

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from bench import paths
 from bench.errors import UserError
 from bench.instrument import checks, manifest, metrics, probe, schedule, served, verdict, workload
+from bench.instrument.reasoning import think_tags
 from bench.instrument.records import RecordWriter, read_records
 from bench.instrument.runner import Load, Runner
 from bench.instrument.scrape import Scraper
@@ -54,6 +55,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     t0 = perf_counter()
     man = _manifest(spec, info, server, label, t0)
     man["workload"]["tokenizer"] = {"path": str(tok_file), "sha256": workload.file_sha256(tok_file)}
+    man["workload"]["inline_think_tags"] = think_tags(tok)  # generated text is split at <think> ... </think>
     if self_check is not None:
         man["self_check"] = self_check(spec)
     manifest.write(out / "manifest.json", man)
@@ -65,7 +67,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     # nor after 19,744 failed).
     arrivals = schedule.arrival_times(len(prompts), spec.rate, spec.burstiness, spec.seed) if spec.rate else None
     load = Load(spec.concurrency, spec.rate, arrivals, spec.duration, spec.request_timeout)
-    transport = open_transport(spec, workload.token_counter(tok))
+    transport = open_transport(spec, workload.token_counter(tok), think=think_tags(tok))
     make_body = request_body(info.model, spec.api, spec.ignore_eos, spec.extra_body)
     writer = RecordWriter(out / "requests.jsonl")
     # The server's own metrics, scraped by a process of its own from here to the last request.
@@ -234,17 +236,20 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
 # ---- the run itself ----
 
 
-def open_transport(spec: RunSpec, count: TokenCounter) -> Transport:
-    """The transport `spec.transport` names, for the spec's server and endpoint."""
+def open_transport(spec: RunSpec, count: TokenCounter, think: bool = False) -> Transport:
+    """The transport `spec.transport` names, for the spec's server and endpoint; `think`: split
+    inline <think> tags in generated text (bench.instrument.reasoning)."""
     key = spec.api_key
     if spec.transport == "openai":
         from bench.instrument.client_openai import OpenAITransport
 
-        return OpenAITransport(spec.base_url, spec.api, key, spec.request_timeout, count, spec.connect_timeout)
+        return OpenAITransport(spec.base_url, spec.api, key, spec.request_timeout, count, spec.connect_timeout, think)
     from bench.instrument.client import RawTransport
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return RawTransport(spec.base_url, spec.api, headers, count, spec.connect_timeout, spec.first_token_timeout)
+    return RawTransport(
+        spec.base_url, spec.api, headers, count, spec.connect_timeout, spec.first_token_timeout, think=think
+    )
 
 
 def _event_loop_run(coro):

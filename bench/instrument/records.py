@@ -60,6 +60,13 @@ class Record:
     error: str = ""  # empty for success, else what went wrong, in one line
     error_kind: str = ""  # short class of the error: http_4xx, http_5xx, timeout, ...
     worker: int = 0  # client worker process that sent it
+    # Reasoning models (bench.instrument.reasoning says how chunks are labelled). A run without
+    # reasoning has first_answer == first and reasoning_tokens 0; records older than these fields
+    # (and imports) have None.
+    first_reasoning: float | None = None  # arrival of the first chunk carrying reasoning text
+    first_answer: float | None = None  # arrival of the first content chunk that is not reasoning
+    reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens, else counted
+    reasoning_source: str = ""  # "server", or "counted": the tokens of the chunks labelled reasoning
 
     @property
     def ok(self) -> bool:
