@@ -21,7 +21,7 @@ from bench.instrument.records import Record, RecordWriter
 from bench.instrument.transport import ConnectTimeout, FirstTokenTimeout
 from bench.instrument.workload import Prompt
 
-_TIMES = ("scheduled", "sent", "first", "last")
+_TIMES = ("scheduled", "sent", "first", "last", "first_reasoning", "first_answer")
 
 
 @dataclass

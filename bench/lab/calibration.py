@@ -12,7 +12,9 @@ chunks per second.
     python -m bench.lab.calibration --port 8100 --ttft-ms 50 --itl-ms 20 --log calib.jsonl
 
 A request may override the timing with a body field
-`"calibration": {"ttft_ms": 10, "itl_ms": 5, "tokens_per_chunk": 3}`.
+`"calibration": {"ttft_ms": 10, "itl_ms": 5, "tokens_per_chunk": 3}`. With --reasoning-tokens R
+(or `"reasoning_tokens": R` there) it answers as a reasoning model: R reasoning tokens, then the
+answer (bench.lab.calibration_reasoning), and its log says which chunk began the answer.
 
 GET /metrics answers Prometheus text counting what was served (bench.lab.calibration_metrics).
 --usage-scale X makes every usage the server REPORTS (per chunk, at the end of a stream, in a
@@ -202,6 +204,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--tokens-per-chunk", type=int, default=1, help="Tokens carried by each chunk (the last may carry fewer)."
     )
     p.add_argument(
+        "--reasoning-tokens",
+        type=int,
+        default=0,
+        help="Stream this many reasoning tokens before the answer, as a reasoning model (default 0: none).",
+    )
+    p.add_argument(
+        "--reasoning-field",
+        choices=["reasoning_content", "reasoning"],
+        default="reasoning_content",
+        help="The chat delta field carrying reasoning: reasoning_content (SGLang, TensorRT-LLM) or reasoning (vLLM).",
+    )
+    p.add_argument(
         "--log",
         required=True,
         type=Path,
@@ -234,6 +248,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens_per_chunk": args.tokens_per_chunk}
+    defaults |= {"reasoning_tokens": args.reasoning_tokens, "reasoning_field": args.reasoning_field}
     try:
         faults = Faults(parse_shares(args.faults), args.fault_seed, args.exit_after)
     except ValueError as e:
@@ -283,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> None:
-        if args.ttft_ms < 0 or args.itl_ms < 0 or args.tokens_per_chunk < 1:
-            raise UserError("--ttft-ms and --itl-ms must be >= 0 and --tokens-per-chunk >= 1.")
+        if args.ttft_ms < 0 or args.itl_ms < 0 or args.tokens_per_chunk < 1 or args.reasoning_tokens < 0:
+            raise UserError("--ttft-ms, --itl-ms and --reasoning-tokens must be >= 0 and --tokens-per-chunk >= 1.")
         run = asyncio.run
         if args.loop != "asyncio":
             try:
@@ -315,13 +330,16 @@ def start_server(
     faults: str = "",
     exit_after: int | None = None,
     usage_scale: float = 1.0,
+    reasoning_tokens: int = 0,
+    reasoning_field: str = "reasoning_content",
 ) -> subprocess.Popen:
     """Start the server in a subprocess and return once it printed its ready line.
 
     port=0 picks a free port; the returned Popen carries `.port` and `.base_url`.
     cpu=N pins the server to that core with `taskset -c N`. Stop it with stop_server().
     faults / exit_after: the --faults and --exit-after options (bench.lab.calibration_faults);
-    usage_scale: --usage-scale (the usage lies by that factor, /metrics does not).
+    usage_scale: --usage-scale (the usage lies by that factor, /metrics does not);
+    reasoning_tokens / reasoning_field: --reasoning-tokens / --reasoning-field.
     """
     cmd = [
         sys.executable,
@@ -350,6 +368,9 @@ def start_server(
     ]
     cmd += ["--exit-after", str(exit_after)] if exit_after else []
     cmd += ["--usage-scale", str(usage_scale)] if usage_scale != 1.0 else []
+    cmd += (
+        ["--reasoning-tokens", str(reasoning_tokens), "--reasoning-field", reasoning_field] if reasoning_tokens else []
+    )
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     root = str(ROOT)
