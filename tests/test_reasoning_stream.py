@@ -215,3 +215,16 @@ def test_summary_keys_on_hand_computed_records():
     assert (s["total_reasoning_tokens"], s["total_answer_tokens"]) == (5, 6 + 11 + 2)
     assert s["reasoning_tokens_source"] == {"server": 2}
     assert "TTFO" in metrics.format_summary(s) and "TTFO" not in metrics.format_summary(metrics.summarise([plain]))
+
+
+def test_a_token_without_text_goes_with_the_chunk_before_it():
+    events = [
+        chat({"reasoning": " a"}, 1),
+        chat({"reasoning": ""}, 2),  # half a character: vLLM sends the token with no text
+        chat({}, 3),  # no text field at all: as the one before
+        chat({"content": ""}, 4),  # the answer's field, empty: the answer began
+        chat({"content": " b"}, 5),
+        *tail(5),
+    ]
+    rec = through_both(events)
+    assert (rec.first_reasoning, rec.first_answer, rec.reasoning_tokens) == (0.0, 3.0, 3)

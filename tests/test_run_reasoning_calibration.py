@@ -118,3 +118,34 @@ def test_completions_split_at_inline_think_tags_with_a_tokenizer_that_has_them(c
         assert r.reasoning_tokens == 5  # the server's figure; the chunks alone would say 4
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["workload"]["inline_think_tags"] is True
+
+
+def test_report_and_plot_show_ttfo_beside_ttft_only_when_a_run_had_reasoning(calibration, tmp_path, capsys):
+    from bench.cli import main
+    from bench.results.plot import cdf_series
+    from bench.results.runfolder import runs_under
+
+    tree = tmp_path / "results"
+    for label, reasoning in (("thinker", 6), ("plain", 0)):
+        server = calibration(ttft_ms=5, itl_ms=5, reasoning_tokens=reasoning)
+        out = tree / "camp" / label / "8-8" / "c2"
+        load = ("--api", "chat", "--concurrency", "2", "--num-prompts", "4", "--input-len", "8", "--output-len", "8")
+        assert bench_run(server, out, *load, "--label", label) == 0
+    capsys.readouterr()
+    assert main(["report", str(tree), "--baseline", "plain"]) == 0
+    table = capsys.readouterr().out
+    assert "TTFO p50 (ms)" in table and "TTFO p99 (ms)" in table
+    assert table.index("TTFT p50 (ms)") < table.index("TTFO p50 (ms)") < table.index("TPOT p50 (ms)")
+    runs = {r.engine: r for r in runs_under(tree)}
+    assert runs["thinker"].summary["mean_ttfo_ms"] > runs["thinker"].summary["mean_ttft_ms"] + 25  # six 5 ms gaps
+    assert runs["plain"].summary["mean_ttfo_ms"] == runs["plain"].summary["mean_ttft_ms"]
+    assert (
+        len(cdf_series(runs["thinker"].records())["ttfo_ms"]) == 4
+        and not cdf_series(runs["plain"].records())["ttfo_ms"]
+    )
+    assert main(["plot", str(tree), "--out", str(tmp_path / "png")]) == 0
+    assert (tmp_path / "png" / "camp" / "8-8-throughput-latency.png").stat().st_size > 0
+
+    capsys.readouterr()
+    assert main(["report", str(tree / "camp" / "plain")]) == 0
+    assert "TTFO" not in capsys.readouterr().out  # no reasoning: TTFO is TTFT, no column of its own

@@ -199,18 +199,18 @@ class ResponseReader:
     def _decoded(self, i: int, event: bytes) -> None:
         self.split.chunk(i, *self._texts(event))
 
-    def _texts(self, event: bytes) -> tuple[str, str]:
-        """(reasoning text, generated text) of one event, decoded."""
+    def _texts(self, event: bytes) -> tuple[str, str, bool]:
+        """(reasoning text, generated text, whether the latter's field holds a string) of one event."""
         start = event.find(b"{")
         end = event.find(b"\n\n", start)
         try:
             obj = orjson.loads(event[start : end if end > 0 else None])
         except orjson.JSONDecodeError:
-            return "", ""
+            return "", "", False
         c = ((obj.get("choices") if isinstance(obj, dict) else None) or [{}])[0]
         delta = c.get("delta") or {}
-        text = (delta.get("content") if self.api == "chat" else c.get("text")) or ""
-        return delta.get("reasoning_content") or delta.get("reasoning") or "", text
+        text = delta.get("content") if self.api == "chat" else c.get("text")
+        return delta.get("reasoning_content") or delta.get("reasoning") or "", text or "", isinstance(text, str)
 
     def _parser(self, finished: bool) -> StreamParser:
         """A general parser holding what was counted so far, positioned after the last read."""

@@ -7,7 +7,9 @@ the completions API) the thinking stays inline in the text between `<think>` and
 the client splits it there when the tokenizer has those tokens (`think_tags`), and an end tag
 with no start before it means the prompt opened the thinking (DeepSeek-R1's chat template does).
 
-A chunk is reasoning when it carries reasoning text and no answer text; the answer begins at
+A chunk is reasoning when it carries reasoning text and no answer text (a token that ends inside
+a character comes with empty text: in the answer's field it is answer, else it goes with the chunk
+before it); the answer begins at
 the first content chunk that is not, and every chunk after it counts as answer (a model that
 thinks again later, between tool calls say, has only its first thinking counted here; the
 server's reasoning_tokens, where it reports them, counts all). Labelling stops there, so a
@@ -71,8 +73,9 @@ class Split:
         reasoning; before that an end tag may still turn every chunk so far into reasoning)."""
         return self.first_answer is not None and (not self.think or self.first_reasoning is not None)
 
-    def chunk(self, i: int, reasoning: str, answer: str) -> None:
-        """Label content chunk `i` from its reasoning delta text and its generated text."""
+    def chunk(self, i: int, reasoning: str, answer: str, answer_field: bool = False) -> None:
+        """Label content chunk `i` from its reasoning delta text and its generated text
+        (`answer_field`: the answer's field was there, holding a string, if an empty one)."""
         if self.over:
             return
         if self.think and (self.inside or START in answer or END in answer):
@@ -81,6 +84,10 @@ class Split:
                 self.reasoning, self.first_answer = list(range(i)), None
                 self.first_reasoning = 0 if i else None
             reasoning += inline
+        if not reasoning and not answer and not answer_field:  # a token with no text (part of a character)
+            if self.reasoning and self.reasoning[-1] == i - 1:  # goes with the chunk before it
+                self.reasoning.append(i)
+            return
         if reasoning:
             if self.first_reasoning is None:
                 self.first_reasoning = i
@@ -99,6 +106,8 @@ class Split:
 
     def fill(self, rec, times: list[float], tokens: list[int]) -> None:
         """Set the record's reasoning fields from the labels and the chunks' token counts."""
+        if self.first_answer is None and self.first_reasoning is None and times:
+            self.first_answer = 0  # chunks without text of either kind: not reasoning
         rec.first_reasoning = times[self.first_reasoning] if self.first_reasoning is not None else None
         rec.first_answer = times[self.first_answer] if self.first_answer is not None else None
         counted = sum(tokens[i] for i in self.reasoning if i < len(tokens))

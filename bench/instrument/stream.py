@@ -200,14 +200,15 @@ class StreamParser:
         choices = obj.get("choices") or []
         usage = obj.get("usage")
         text = reasoning = ""
+        field = False  # the answer's field holds a string, if an empty one
         if choices:
             c = choices[0]
             if self.chat:
                 delta = c.get("delta") or {}
-                text = delta.get("content") or ""
+                text, field = delta.get("content") or "", isinstance(delta.get("content"), str)
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
             else:
-                text = c.get("text") or ""
+                text, field = c.get("text") or "", isinstance(c.get("text"), str)
         if usage:
             self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
             details = usage.get("completion_tokens_details")
@@ -217,7 +218,7 @@ class StreamParser:
             if done is not None:
                 self.completion_tokens = done
                 if choices and done > self.seen_tokens:
-                    self.split.chunk(len(self.times), reasoning, text)
+                    self.split.chunk(len(self.times), reasoning, text, field)
                     self.times.append(t)
                     self.tokens.append(done - self.seen_tokens)
                     self.texts.append("")
