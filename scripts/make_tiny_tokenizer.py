@@ -5,7 +5,10 @@ get a tokenizer of the same shape; the result is committed and never trained at 
 Run: python scripts/make_tiny_tokenizer.py recipes/models/tiny-llama
 `<think>` and `</think>` are added after training, as tokens of their own (ids 4096 and 4097), so
 the CPU engine can serve the tiny model as a reasoning model (vLLM's --reasoning-parser looks
-them up); `--add-think` adds them to an existing tokenizer.json without training again.
+them up); `--add-think` adds them to an existing tokenizer.json without training again. They lie
+outside the model's vocabulary (config.json's vocab_size stays 4096) on purpose: random weights
+would write them now and then, and a plain run would then show reasoning. A reasoning engine
+widens it with `--hf-overrides.vocab_size 4098` (tests/test_run_engine_reasoning.py).
 """
 
 import pathlib
@@ -14,7 +17,7 @@ import sysconfig
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-VOCAB_SIZE = 4096  # trained tokens; config.json's vocab_size is this plus THINK
+VOCAB_SIZE = 4096  # trained tokens: must equal vocab_size in config.json
 SPECIAL = ["<unk>", "<s>", "</s>"]
 # Not special, as in DeepSeek-R1's tokenizer: they stay in the generated text, where the
 # reasoning parser (or the client, on the completions API) finds them.
