@@ -41,11 +41,11 @@ def tail(done: int, reasoning_tokens: int | None = None) -> list:
     return [last, b"[DONE]"]
 
 
-def through_both(events: list, api: str = "chat", think: bool = False, compact: bool = True) -> Record:
-    """The record the fast path makes (reads at event boundaries, event n at time n), checked
-    against the general parser's."""
+def through_both(events: list, api: str = "chat", think: bool = False, compact: bool = True, last: int = 1) -> Record:
+    """The record the fast path makes (reads at event boundaries, event n at time n, the `last`
+    events in one read), checked against the general parser's."""
     frames = [frame(e, compact) for e in events]
-    reads = [HEAD + frames[0], *frames[1:-1], frames[-1] + b"0\r\n\r\n"]
+    reads = [HEAD + frames[0], *frames[1:-last], b"".join(frames[-last:]) + b"0\r\n\r\n"]
     reader = ResponseReader(api, think)
     assert [reader.feed(data, float(n)) for n, data in enumerate(reads)][-1]
     assert reader.general is None or not compact, "a compact stream with usage should stay on the fast path"
@@ -228,3 +228,16 @@ def test_a_token_without_text_goes_with_the_chunk_before_it():
     ]
     rec = through_both(events)
     assert (rec.first_reasoning, rec.first_answer, rec.reasoning_tokens) == (0.0, 3.0, 3)
+
+
+def test_thinking_after_the_answer_began_counts_as_answer():
+    events = [
+        chat({"reasoning": " a"}, 1),
+        chat({"content": " b"}, 2),
+        chat({"reasoning": " c"}, 3),  # thinks again, between tool calls say
+        chat({"content": " d"}, 4),
+        chat({"reasoning": " e"}, 5),  # in the stream's last read, which takes another path
+        *tail(5),
+    ]
+    rec = through_both(events, last=3)
+    assert (rec.first_reasoning, rec.first_answer, rec.reasoning_tokens) == (0.0, 1.0, 1)

@@ -175,6 +175,8 @@ class ResponseReader:
         carry the answer's first text as well) and any that holds a think tag.
         """
         split = self.split
+        if self.labelled:  # the answer began (a read through _count: the first or the last)
+            return
         if split.think and (split.inside or _TAG in event):
             if _TAG in event:
                 return self._decoded(i, event)
@@ -250,8 +252,9 @@ class ResponseReader:
         """The parsed response (complete or not: fill() says which)."""
         if self.general is not None:
             return self.general
-        p = (
-            StreamParser(self.api, self.split.think) if self.fresh else self._parser(finished=self.ended)
-        )  # fresh: none came
+        if self.fresh:  # no byte came
+            p = StreamParser(self.api, self.split.think)
+        else:
+            p = self._parser(finished=self.ended)
         p.reset = self.reset
         return p
