@@ -41,12 +41,12 @@ def stream(n: int, reasoning: int = 0, details: bool = False, key: str = "reason
     return reads
 
 
-def ns_per_read(reads: list[bytes], streams: int = 1000) -> float:
+def ns_per_read(reads: list[bytes], streams: int = 1000, **kw) -> float:
     best = float("inf")
     for _ in range(9):
         t = time.process_time()
         for _ in range(streams):
-            reader = ResponseReader("chat")
+            reader = ResponseReader("chat", **kw)
             for data in reads:
                 reader.feed(data, 1.0)
         best = min(best, (time.process_time() - t) / streams / len(reads))
@@ -63,3 +63,7 @@ if __name__ == "__main__":
     }
     for name, reads in cases.items():
         print(f"{name:30s} {ns_per_read(reads):6.0f} ns per read")
+    try:  # a tokenizer with think tokens: inline tags are looked for in every read
+        print(f"{'plain, inline think tags on':30s} {ns_per_read(cases['plain'], think=True):6.0f} ns per read")
+    except TypeError:
+        pass  # a checkout from before reasoning labels

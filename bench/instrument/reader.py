@@ -22,6 +22,7 @@ _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _REASONING_TOKENS = re.compile(rb'"reasoning_tokens":\s*(\d+)')
 _reasoning_text = re.compile(rb'"reasoning(?:_content)?":"[^"]').search  # a non-empty reasoning delta
 _TAG = labels.TAG
+_tag = re.compile(re.escape(_TAG)).search  # a regex finds it in a read faster than `in` (~170 vs ~250 ns)
 _EVENT_END = b"\n\n\r\n"  # an SSE event's blank line, then the CRLF that closes its HTTP chunk
 _EVENT_START = b"data: {"
 _DONE = b"data: [DONE]"
@@ -62,6 +63,7 @@ class ResponseReader:
         "split",
         "pending",
         "labelled",
+        "tags_only",
     )
 
     def __init__(self, api: str, think: bool = False):
@@ -69,6 +71,7 @@ class ResponseReader:
         self.split = Split(think)  # the labels of the chunks counted here (reasoning or answer)
         self.pending: tuple[int, bytes] | None = None  # the last reasoning chunk before the answer, and its event
         self.labelled = False  # the answer began: every chunk from here on is answer, nothing to look for
+        self.tags_only = False  # the answer began, but an inline end tag may still relabel
         self.general: StreamParser | None = None
         self.fresh = True
         self.tail = b""
@@ -88,7 +91,9 @@ class ResponseReader:
         if data.endswith(_EVENT_END) and self.general is None and not self.fresh:
             found = _completion_tokens(data)
             if found and len(found) == data.count(_EVENT_START):
-                if not self.labelled:  # before the answer: each chunk is labelled reasoning or answer
+                # Before the answer each chunk is labelled; with inline tags and none yet, only a
+                # read holding a tag is (an end tag would make every chunk so far reasoning).
+                if not self.labelled and not (self.tags_only and _tag(data) is None):
                     self._take(data, t, found)
                     self.last, self.tail = data, data
                     if data.endswith(_DONE_END):
@@ -152,8 +157,7 @@ class ResponseReader:
                 times.append(t)
                 tokens.append(done - self.seen)
                 self.seen = done
-                if self.split.first_answer is not None:
-                    self.labelled = self.split.over
+                self.labelled, self.tags_only = self.split.over, self.split.first_answer is not None
             return
         seen = self.seen
         for event, m in zip([e for e in data.split(b"\n\n") if _EVENT_START in e], found):
@@ -164,7 +168,7 @@ class ResponseReader:
                 tokens.append(done - seen)
                 seen = done
         self.seen = seen
-        self.labelled = self.split.over
+        self.labelled, self.tags_only = self.split.over, self.split.first_answer is not None
 
     def _label(self, i: int, event: bytes) -> None:
         """Label content chunk `i` (reasoning or answer) from its event's bytes.
@@ -176,6 +180,10 @@ class ResponseReader:
         """
         split = self.split
         if self.labelled:  # the answer began (a read through _count: the first or the last)
+            return
+        if split.first_answer is not None:  # inline tags, none yet: only an end tag can relabel
+            if _TAG in event:
+                self._decoded(i, event)
             return
         if split.think and (split.inside or _TAG in event):
             if _TAG in event:
