@@ -9,19 +9,18 @@ with no start before it means the prompt opened the thinking (DeepSeek-R1's chat
 
 A chunk is reasoning when it carries reasoning text and no answer text (a token that ends inside
 a character comes with empty text: in the answer's field it is answer, else it goes with the chunk
-before it); the answer begins at
-the first content chunk that is not, and every chunk after it counts as answer (a model that
-thinks again later, between tool calls say, has only its first thinking counted here; the
-server's reasoning_tokens, where it reports them, counts all). Labelling stops there, so a
-stream costs nothing more once its answer began. Tags split over two chunks are not recognised:
-with the think tokens in the vocabulary and one token per chunk they never are.
+before it); the answer begins at the first content chunk that is not, and every chunk after it
+counts as answer (a model that thinks again later, between tool calls say, has only its first
+thinking counted here; the server's reasoning_tokens, where it reports them, counts all).
+Labelling stops there, so once its answer began a stream costs no more than before (with inline
+tags, one search per read for an end tag that would turn the chunks so far into reasoning). Tags
+split over two chunks are not recognised: with the think tokens in the vocabulary and one token
+per chunk they never are.
 """
 
 from __future__ import annotations
 
 START, END = "<think>", "</think>"
-KEYS = ("reasoning_content", "reasoning")  # both spellings servers use for a reasoning delta
-
 TAG = b"think>"
 
 
