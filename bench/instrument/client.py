@@ -152,8 +152,8 @@ class _Connection:
             raise
         return cls(sock, poller)
 
-    def start(self, api: str) -> asyncio.Future:
-        self.reader, self.ending = ResponseReader(api), None
+    def start(self, api: str, think: bool = False) -> asyncio.Future:
+        self.reader, self.ending = ResponseReader(api, think), None
         self.done = self.loop.create_future()
         return self.done
 
@@ -227,13 +227,15 @@ class RawTransport:
         connect_timeout: float | None = None,
         first_token_timeout: float | None = None,
         request_timeout: float | None = None,
+        think: bool = False,
     ):
+        """think: split inline <think> tags in generated text (the tokenizer has them as tokens)."""
         url = urlsplit(base_url.rstrip("/"))
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.ssl = ssl.create_default_context() if url.scheme == "https" else None
         self.path = f"{url.path}/{'chat/completions' if api == 'chat' else 'completions'}"
-        self.api, self.count = api, count
+        self.api, self.count, self.think = api, count, think
         self.connect_timeout, self.first_token_timeout = connect_timeout, first_token_timeout
         # With a request timeout given, this transport enforces it (raising TimeoutError), so the
         # runner need not wrap every request in asyncio.timeout().
@@ -294,7 +296,7 @@ class RawTransport:
         data = body if type(body) is bytes else self.prepare(body, request_id)
         idle = self._idle
         conn = idle.pop() if idle and not idle[-1].closed else await self._connection()  # no coroutine when pooled
-        done = conn.start(self.api)
+        done = conn.start(self.api, self.think)
         if self.kept is not None:
             conn.reader.raw = self.kept[request_id] = []
         busy = self._busy

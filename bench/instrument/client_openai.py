@@ -24,10 +24,11 @@ class OpenAITransport:
         timeout: float | None,
         count: TokenCounter,
         connect_timeout: float | None = None,
+        think: bool = False,
     ):
         import openai
 
-        self.api, self.count = api, count
+        self.api, self.count, self.think = api, count, think
         limits = openai.Timeout(timeout, connect=connect_timeout)  # the SDK has no first-token limit
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=limits)
         self.errors = (openai.APIError,)
@@ -42,7 +43,7 @@ class OpenAITransport:
         known = {"model", "prompt", "messages", "max_tokens", "stream", "stream_options", "temperature"}
         extra = {k: body.pop(k) for k in list(body) if k not in known}
         create = self.client.chat.completions.create if self.api == "chat" else self.client.completions.create
-        parser = StreamParser(self.api)
+        parser = StreamParser(self.api, self.think)
         rec.sent = perf_counter()
         try:
             stream = await create(**body, extra_body=extra, extra_headers={"X-Request-Id": request_id})

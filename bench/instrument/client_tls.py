@@ -39,8 +39,8 @@ class TlsConnection(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def start(self, api: str) -> asyncio.Future:
-        self.reader = ResponseReader(api)
+    def start(self, api: str, think: bool = False) -> asyncio.Future:
+        self.reader = ResponseReader(api, think)
         self.done = asyncio.get_running_loop().create_future()
         return self.done
 

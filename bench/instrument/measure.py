@@ -39,6 +39,7 @@ from bench.instrument import (
 )
 from bench.instrument import session_trace_workload as more
 from bench.instrument.gpu_sampler import GpuSampler, read_lines
+from bench.instrument.reasoning import think_tags
 from bench.instrument.records import RecordWriter, read_records
 from bench.instrument.runner import Load, Runner
 from bench.instrument.scrape import Scraper
@@ -71,6 +72,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     man["workload"]["tokenizer"] = {"path": str(tok_file), "sha256": workload.file_sha256(tok_file)}
     if spec.dataset in more.KINDS:
         man["workload"].update(more.describe(spec, warm, prompts))
+    man["workload"]["inline_think_tags"] = think_tags(tok)  # generated text is split at <think> ... </think>
     if self_check is not None:
         man["self_check"] = self_check(spec)
     manifest.write(out / "manifest.json", man)
@@ -84,7 +86,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     arrivals = more.arrivals(spec, prompts) if spec.dataset in more.KINDS else arrivals
     load = Load(spec.concurrency, spec.rate, arrivals, spec.duration, spec.request_timeout)
     load.connections = more.connections(spec, arrivals)
-    transport = open_transport(spec, workload.token_counter(tok))
+    transport = open_transport(spec, workload.token_counter(tok), think=think_tags(tok))
     make_body = request_body(info.model, spec.api, spec.ignore_eos, spec.extra_body)
     writer = RecordWriter(out / "requests.jsonl")
     # The server's own metrics, scraped by a process of its own from here to the last request.
@@ -334,18 +336,26 @@ def _steadiness(spec: RunSpec, records, watch: steady.Watch, stopped_by: int) ->
     )
 
 
-def open_transport(spec: RunSpec, count: TokenCounter) -> Transport:
-    """The transport `spec.transport` names, for the spec's server and endpoint."""
+def open_transport(spec: RunSpec, count: TokenCounter, think: bool = False) -> Transport:
+    """The transport `spec.transport` names, for the spec's server and endpoint; `think`: split
+    inline <think> tags in generated text (bench.instrument.reasoning)."""
     key = spec.api_key
     if spec.transport == "openai":
         from bench.instrument.client_openai import OpenAITransport
 
-        return OpenAITransport(spec.base_url, spec.api, key, spec.request_timeout, count, spec.connect_timeout)
+        return OpenAITransport(spec.base_url, spec.api, key, spec.request_timeout, count, spec.connect_timeout, think)
     from bench.instrument.client import RawTransport
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return RawTransport(
-        spec.base_url, spec.api, headers, count, spec.connect_timeout, spec.first_token_timeout, spec.request_timeout
+        spec.base_url,
+        spec.api,
+        headers,
+        count,
+        spec.connect_timeout,
+        spec.first_token_timeout,
+        spec.request_timeout,
+        think=think,
     )
 
 

@@ -30,6 +30,16 @@ Definitions (the README repeats them word for word):
 - Statistics: mean, median, std (population, as numpy and vLLM), and percentiles by numpy's
   linear interpolation, as vLLM; keys `<stat>_<metric>_ms` in vLLM's spelling (`p99_ttft_ms`).
   A statistic over no values is null.
+- Reasoning (bench.instrument.reasoning says how chunks are labelled): TTFT stays the first
+  chunk of either kind, as vLLM measures it. TTFO, time to first output (answer) token:
+  `first_answer - sent` (`mean_ttfo_ms` ...), over timed requests whose answer began;
+  `requests_without_answer` counts those whose output ended while still reasoning. Without
+  reasoning the first answer chunk is the first chunk, so TTFO equals TTFT; records older than
+  these fields (and imports) give null. Reasoning tokens: `reasoning_tokens` (the server's
+  usage.completion_tokens_details.reasoning_tokens, else counted from the chunks it labelled
+  reasoning, see `reasoning_tokens_source`); answer tokens: output tokens minus reasoning tokens.
+  Answer TPOT, per request with more than one answer token: `(last - first_answer) /
+  (answer_tokens - 1)`. `requests_with_reasoning` counts timed requests with a reasoning chunk.
 - Length checks: `input_len_mismatches` counts successful requests whose server-reported prompt
   tokens differ from the requested input length; `output_len_mismatches` the same for output.
 """
@@ -102,6 +112,24 @@ def tpot(r: Record) -> float | None:
     if r.first is None or n <= 1:
         return None
     return (end(r) - r.first) / (n - 1)
+
+
+def ttfo(r: Record) -> float | None:
+    """Time to first output (answer) token: first answer chunk minus send time; None without one."""
+    return None if r.first_answer is None else r.first_answer - r.sent
+
+
+def answer_tokens(r: Record) -> int:
+    """Output tokens that are not reasoning."""
+    return output_tokens(r) - (r.reasoning_tokens or 0)
+
+
+def answer_tpot(r: Record) -> float | None:
+    """Time per answer token after the first; None with fewer than two answer tokens."""
+    n = answer_tokens(r)
+    if r.first_answer is None or n <= 1:
+        return None
+    return (end(r) - r.first_answer) / (n - 1)
 
 
 def timed_requests(records: Iterable[Record]) -> list[Record]:
@@ -196,6 +224,7 @@ def summarise(
             "requests_with_zero_gaps": with_together / len(timed) if timed else None,
         }
     )
+    s.update(_reasoning(timed, ok))
     s.update(
         _stats(
             "interactivity",
@@ -230,6 +259,21 @@ def summarise(
         for k in ("request_throughput", "output_throughput", "total_token_throughput"):
             s[f"{k}_per_gpu"] = s[k] / gpu_count if s[k] is not None else None
     return s
+
+
+def _reasoning(timed: list[Record], ok: list[Record]) -> dict:
+    """TTFO, answer TPOT and the reasoning / answer token split (see the module docstring)."""
+    labelled = [r for r in timed if r.reasoning_tokens is not None]  # records that carry the fields
+    out = {
+        "requests_with_reasoning": sum(1 for r in timed if r.first_reasoning is not None),
+        "requests_without_answer": sum(1 for r in labelled if r.first_answer is None),
+        "total_reasoning_tokens": sum(r.reasoning_tokens or 0 for r in ok),
+        "total_answer_tokens": sum(answer_tokens(r) for r in ok),
+        "reasoning_tokens_source": dict(Counter(r.reasoning_source for r in ok if r.reasoning_tokens is not None)),
+    }
+    out.update(_stats("ttfo", [t for t in map(ttfo, timed) if t is not None]))
+    out.update(_stats("answer_tpot", [t for t in map(answer_tpot, labelled) if t is not None]))
+    return out
 
 
 def _goodput(timed: list[Record], slo: dict, per_s) -> dict:
@@ -280,6 +324,11 @@ def format_summary(summary: dict) -> str:
             ("Mean GPU power (W, all sampled GPUs)", s.get("mean_gpu_power_w")),
             ("GPU throttled (share of samples)", s.get("gpu_throttled_share")),
         ]
+    if s.get("requests_with_reasoning"):
+        head.append(
+            ("Reasoning / answer tokens", f"{s.get('total_reasoning_tokens')} / {s.get('total_answer_tokens')}")
+        )
+        head.append(("Requests without an answer", s.get("requests_without_answer")))
     head += [
         ("Multi-token chunks", f"{s.get('multi_token_chunks')} of {s.get('total_chunks')}"),
         ("Token usage source", s.get("usage_source")),
@@ -296,6 +345,9 @@ def format_summary(summary: dict) -> str:
         ("Send lag (ms)", "send_lag_ms"),
         ("Interactivity (tok/s/user)", "interactivity_tok_s_user"),
     ]
+    if s.get("requests_with_reasoning"):  # beside TTFT and TPOT: the first answer token, answer-only TPOT
+        rows[1:1] = [("TTFO, first answer token (ms)", "ttfo_ms")]
+        rows[3:3] = [("Answer TPOT (ms)", "answer_tpot_ms")]
     cols = ("mean", "median", "std", "p90", "p99")
     lat = [[label] + [_fmt(s.get(f"{c}_{key}")) for c in cols] for label, key in rows]
     return (

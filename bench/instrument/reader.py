@@ -3,16 +3,26 @@
 The common case (a 200 chunked stream whose reads end on event boundaries and whose events
 all carry cumulative usage) is counted without decoding JSON; from the first read that
 breaks that shape, or for anything but a stream, bench.instrument.stream.StreamParser takes over.
+Reasoning and answer chunks are told apart from the bytes too (bench.instrument.reasoning);
+only an event holding an inline think tag is decoded.
 """
 
 from __future__ import annotations
 
 import re
 
+import orjson
+
+from bench.instrument import reasoning as labels
+from bench.instrument.reasoning import Split
 from bench.instrument.stream import StreamParser
 
 _completion_tokens = re.compile(rb'"completion_tokens":\s*(\d+)').findall
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
+_REASONING_TOKENS = re.compile(rb'"reasoning_tokens":\s*(\d+)')
+_reasoning_text = re.compile(rb'"reasoning(?:_content)?":"[^"]').search  # a non-empty reasoning delta
+_TAG = labels.TAG
+_tag = re.compile(re.escape(_TAG)).search  # a regex finds it in a read faster than `in` (~170 vs ~250 ns)
 _EVENT_END = b"\n\n\r\n"  # an SSE event's blank line, then the CRLF that closes its HTTP chunk
 _EVENT_START = b"data: {"
 _DONE = b"data: [DONE]"
@@ -51,10 +61,18 @@ class ResponseReader:
         "reset",
         "done",
         "raw",
+        "split",
+        "pending",
+        "labelled",
+        "tags_only",
     )
 
-    def __init__(self, api: str):
+    def __init__(self, api: str, think: bool = False):
         self.api = api
+        self.split = Split(think)  # the labels of the chunks counted here (reasoning or answer)
+        self.pending: tuple[int, bytes] | None = None  # the last reasoning chunk before the answer, and its event
+        self.labelled = False  # the answer began: every chunk from here on is answer, nothing to look for
+        self.tags_only = False  # the answer began, but an inline end tag may still relabel
         self.general: StreamParser | None = None
         self.fresh = True
         self.tail = b""
@@ -77,6 +95,14 @@ class ResponseReader:
         if data.endswith(_EVENT_END) and self.general is None and not self.fresh:
             found = _completion_tokens(data)
             if found and len(found) == data.count(_EVENT_START):
+                # Before the answer each chunk is labelled; with inline tags and none yet, only a
+                # read holding a tag is (an end tag would make every chunk so far reasoning).
+                if not self.labelled and not (self.tags_only and _tag(data) is None):
+                    self._take(data, t, found)
+                    self.last, self.tail = data, data
+                    if data.endswith(_DONE_END):
+                        self.done = True
+                    return False
                 seen = self.seen
                 for m in found:
                     done = int(m)
@@ -96,7 +122,7 @@ class ResponseReader:
             if self.fresh:
                 self.fresh = False
                 if not is_streaming_head(data):
-                    self.general = StreamParser(self.api)
+                    self.general = StreamParser(self.api, self.split.think)
                     return self._general(data, t)
                 head_end = data.find(b"\r\n\r\n")
                 self.keep_alive = b"connection: close" not in data[:head_end].lower()
@@ -118,26 +144,100 @@ class ResponseReader:
         found = _completion_tokens(body)
         if len(found) != body.count(_EVENT_START):  # an event without usage (an error, say)
             return False
+        if found:
+            self._take(body, t, found)
+            self.last = body
         if _DONE in body:
             self.done = True
-        if found:
-            seen = self.seen
-            for m in found:
-                done = int(m)
-                if done > seen:
-                    self.times.append(t)
-                    self.tokens.append(done - seen)
-                    seen = done
-            self.seen, self.last = seen, body
         return True
+
+    def _take(self, data: bytes, t: float, found: list[bytes]) -> None:
+        """Count and label the events of a read, each with usage."""
+        times, tokens = self.times, self.tokens
+        if len(found) == 1:  # the usual read: one event
+            done = int(found[0])
+            if done > self.seen:
+                self._label(len(times), data)
+                times.append(t)
+                tokens.append(done - self.seen)
+                self.seen = done
+                self.labelled, self.tags_only = self.split.over, self.split.first_answer is not None
+            return
+        seen = self.seen
+        for event, m in zip([e for e in data.split(b"\n\n") if _EVENT_START in e], found):
+            done = int(m)
+            if done > seen:
+                self._label(len(times), event)
+                times.append(t)
+                tokens.append(done - seen)
+                seen = done
+        self.seen = seen
+        self.labelled, self.tags_only = self.split.over, self.split.first_answer is not None
+
+    def _label(self, i: int, event: bytes) -> None:
+        """Label content chunk `i` (reasoning or answer) from its event's bytes.
+
+        Per read only a search for a non-empty reasoning string (or, with inline think tags, for
+        a tag); the few events that decide more are decoded: the first that looks like answer
+        (reasoning spelled otherwise would look so too), the reasoning chunk before it (it may
+        carry the answer's first text as well) and any that holds a think tag.
+        """
+        split = self.split
+        if self.labelled:  # the answer began (a read through _count: the first or the last)
+            return
+        if split.first_answer is not None:  # inline tags, none yet: only an end tag can relabel
+            if _TAG in event:
+                self._decoded(i, event)
+            return
+        if split.think and (split.inside or _TAG in event):
+            if _TAG in event:
+                return self._decoded(i, event)
+            split.chunk(i, "r", "")  # inside an inline think section
+        elif _reasoning_text(event) is not None:  # split.chunk(i, "r", ""), written out: most chunks of R1
+            if split.first_reasoning is None:
+                split.first_reasoning = i
+            split.reasoning.append(i)
+            self.pending = (i, event)
+        elif split.first_answer is None:
+            self._settle()
+            self._decoded(i, event)
+
+    def _settle(self) -> None:
+        """The reasoning chunk before the answer carried answer text too: the answer began there."""
+        if self.pending is not None:
+            j, event = self.pending
+            self.pending = None
+            if self._texts(event)[1]:
+                self.split.mixed(j)
+
+    def _decoded(self, i: int, event: bytes) -> None:
+        self.split.chunk(i, *self._texts(event))
+
+    def _texts(self, event: bytes) -> tuple[str, str, bool]:
+        """(reasoning text, generated text, whether the latter's field holds a string) of one event."""
+        start = event.find(b"{")
+        end = event.find(b"\n\n", start)
+        try:
+            obj = orjson.loads(event[start : end if end > 0 else None])
+        except orjson.JSONDecodeError:
+            return "", "", False
+        c = ((obj.get("choices") if isinstance(obj, dict) else None) or [{}])[0]
+        delta = c.get("delta") or {}
+        text = delta.get("content") if self.api == "chat" else c.get("text")
+        return delta.get("reasoning_content") or delta.get("reasoning") or "", text or "", isinstance(text, str)
 
     def _parser(self, finished: bool) -> StreamParser:
         """A general parser holding what was counted so far, positioned after the last read."""
+        if self.split.first_answer is None:
+            self._settle()  # the stream's last chunk may hold the end of the reasoning and the answer
         usage = None
         if self.last:
             found = _PROMPT_TOKENS.findall(self.last)
             usage = (self.seen, int(found[-1]) if found else None)
-        return StreamParser.resume(self.api, self.times, self.tokens, usage, finished, self.done)
+            found = _REASONING_TOKENS.findall(self.last)
+            if found:
+                self.split.server_tokens = int(found[-1])
+        return StreamParser.resume(self.api, self.times, self.tokens, usage, finished, self.done, self.split)
 
     def _general(self, data: bytes, t: float) -> bool:
         self.general.feed(data, t)
@@ -164,6 +264,9 @@ class ResponseReader:
         """The parsed response (complete or not: fill() says which)."""
         if self.general is not None:
             return self.general
-        p = StreamParser(self.api) if self.fresh else self._parser(finished=self.ended)  # fresh: no byte came
+        if self.fresh:  # no byte came
+            p = StreamParser(self.api, self.split.think)
+        else:
+            p = self._parser(finished=self.ended)
         p.reset = self.reset
         return p

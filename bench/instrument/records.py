@@ -62,6 +62,13 @@ class Record:
     worker: int = 0  # client worker process that sent it
     session: int | None = None  # session workloads: the conversation this request is a turn of
     turn: int | None = None  # session workloads: its turn in that conversation, from 0
+    # Reasoning models (bench.instrument.reasoning says how chunks are labelled). A run without
+    # reasoning has first_answer == first and reasoning_tokens 0; records older than these fields
+    # (and imports) have None.
+    first_reasoning: float | None = None  # arrival of the first chunk carrying reasoning text
+    first_answer: float | None = None  # arrival of the first content chunk that is not reasoning
+    reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens, else counted
+    reasoning_source: str = ""  # "server", or "counted": the tokens of the chunks labelled reasoning
 
     @property
     def ok(self) -> bool:

@@ -21,7 +21,6 @@ from bench.instrument.records import Record, RecordWriter
 from bench.instrument.transport import ConnectTimeout, FirstTokenTimeout
 from bench.instrument.workload import Prompt
 
-_TIMES = ("scheduled", "sent", "first", "last")
 SPIN = 1e-3  # s before a due time from which the runner yields instead of sleeping on a timer
 # Request bytes are encoded before timing starts (orjson, headers: ~3 us a request saved from the
 # moment many streams end together) unless the prompts are larger than this all together.
@@ -190,6 +189,10 @@ class Runner:
             rec.first -= t0
         if rec.last is not None:
             rec.last -= t0
+        if rec.first_reasoning is not None:
+            rec.first_reasoning -= t0
+        if rec.first_answer is not None:
+            rec.first_answer -= t0
         rec.chunk_times = [t - t0 for t in rec.chunk_times]
         p = self.progress
         p.in_flight -= 1

@@ -3,19 +3,22 @@
 Pure and synchronous: fed raw bytes with their arrival time, it keeps what a Record needs
 (chunk arrival times, tokens per chunk, usage, status, error). A "content chunk" is an
 event that advances the server's completion-token count (with continuous usage stats), or,
-when the server sends no per-chunk usage, one that carries non-empty generated text.
+when the server sends no per-chunk usage, one that carries non-empty generated text (answer or
+reasoning: bench.instrument.reasoning labels which).
 """
 
 from __future__ import annotations
 
 import orjson
 
+from bench.instrument.reasoning import Split
 from bench.instrument.records import Record, http_error_kind
 
 
 class StreamParser:
-    def __init__(self, api: str):
+    def __init__(self, api: str, think: bool = False):
         self.chat = api == "chat"
+        self.split = Split(think)  # which content chunks are reasoning, which the answer
         self.buf = b""  # unparsed HTTP bytes (head, or chunked framing)
         self.sse = b""  # body bytes not yet cut into SSE events
         self.status = 0
@@ -46,11 +49,13 @@ class StreamParser:
         usage: tuple[int, int | None] | None,
         finished: bool,
         done_seen: bool = False,
+        split: Split | None = None,
     ) -> StreamParser:
         """A parser positioned inside the body of a 200 chunked stream, holding the content chunks
-        counted so far and `usage`, the (completion, prompt) tokens of the last usage seen (None:
-        none yet); the next feed() continues from there."""
+        counted so far (and their labels, `split`) and `usage`, the (completion, prompt) tokens of
+        the last usage seen (None: none yet); the next feed() continues from there."""
         p = cls(api)
+        p.split = split or p.split
         p.status, p.head_done, p.chunked, p.finished, p.done_seen = 200, True, True, finished, done_seen
         p.times, p.tokens, p.texts = times, tokens, [""] * len(times)
         if usage is not None:
@@ -194,25 +199,36 @@ class StreamParser:
             return
         choices = obj.get("choices") or []
         usage = obj.get("usage")
-        text = ""
+        text = reasoning = ""
+        field = False  # the answer's field holds a string, if an empty one
         if choices:
             c = choices[0]
-            text = ((c.get("delta") or {}).get("content") or "") if self.chat else (c.get("text") or "")
+            if self.chat:
+                delta = c.get("delta") or {}
+                text, field = delta.get("content") or "", isinstance(delta.get("content"), str)
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+            else:
+                text, field = c.get("text") or "", isinstance(c.get("text"), str)
         if usage:
             self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
+            details = usage.get("completion_tokens_details")
+            if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
+                self.split.server_tokens = details["reasoning_tokens"]
             done = usage.get("completion_tokens")
             if done is not None:
                 self.completion_tokens = done
                 if choices and done > self.seen_tokens:
+                    self.split.chunk(len(self.times), reasoning, text, field)
                     self.times.append(t)
                     self.tokens.append(done - self.seen_tokens)
                     self.texts.append("")
                     self.seen_tokens = done
                 return
-        if choices and text:
+        if choices and (text or reasoning):
+            self.split.chunk(len(self.times), reasoning, text)
             self.times.append(t)
             self.tokens.append(None)
-            self.texts.append(text)
+            self.texts.append(reasoning + text)
 
     def _fail(self, kind: str, message: str) -> None:
         if not self.error:
@@ -236,6 +252,7 @@ class StreamParser:
         if self.completion_tokens is None and self.times:
             self.completion_tokens = sum(rec.chunk_tokens)
             rec.usage_source = "counted"
+        self.split.fill(rec, self.times, rec.chunk_tokens)
         rec.first = self.times[0] if self.times else None
         rec.last = self.times[-1] if self.times else None
         rec.prompt_tokens = self.prompt_tokens

@@ -36,6 +36,7 @@ from time import perf_counter
 import orjson
 
 from bench.instrument import workload
+from bench.instrument.reasoning import think_tags
 from bench.instrument.records import RecordWriter
 from bench.instrument.runner import Load, Progress, Runner
 from bench.instrument.spec import RunSpec
@@ -154,7 +155,8 @@ def _worker(job: Job, share: Share, pipe) -> None:
             os.sched_setaffinity(0, {share.core})
     raise_open_files()
     spec = job.spec
-    transport = job.open_transport(spec, workload.token_counter(workload.load_tokenizer(job.tokenizer)))
+    tok = workload.load_tokenizer(job.tokenizer)
+    transport = job.open_transport(spec, workload.token_counter(tok), think=think_tags(tok))
     make_body = job.request_body(job.model, spec.api, spec.ignore_eos, spec.extra_body)
     writer = RecordWriter(records_file(job.folder, share.index))
 

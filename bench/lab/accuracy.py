@@ -16,10 +16,13 @@ from bench.instrument.records import read_records
 
 
 def latencies_from_log(log: dict[str, dict], ids: set[str] | None = None) -> dict[str, np.ndarray]:
-    """True TTFT, chunk ITL and E2EL (ms) of every request in a calibration log."""
+    """True TTFT, TTFO, chunk ITL and E2EL (ms) of every request in a calibration log (TTFO: the
+    chunk that began the answer; the first chunk when the request had no reasoning)."""
     entries = [e for rid, e in log.items() if ids is None or rid in ids]
+    answers = [(e, e.get("first_answer_chunk", 0)) for e in entries]
     return {
         "ttft": np.array([e["sent"][0] - e["received"] for e in entries]) * 1e3,
+        "ttfo": np.array([e["sent"][i] - e["received"] for e, i in answers if i is not None]) * 1e3,
         "itl": np.array([g for e in entries for g in np.diff(e["sent"])]) * 1e3,
         "e2el": np.array([e["sent"][-1] - e["received"] for e in entries]) * 1e3,
     }
@@ -35,6 +38,7 @@ def latencies_from_run(run_dir: Path) -> dict[str, np.ndarray]:
     recs = metrics.timed_requests(read_records(run_dir / "requests.jsonl"))
     return {
         "ttft": np.array([metrics.ttft(r) for r in recs]) * 1e3,
+        "ttfo": np.array([t for t in map(metrics.ttfo, recs) if t is not None]) * 1e3,
         "itl": np.array([g for r in recs for g in metrics.chunk_gaps(r)]) * 1e3,
         "e2el": np.array([metrics.e2el(r) for r in recs]) * 1e3,
     }
@@ -51,9 +55,12 @@ def latencies_from_vllm(result: dict) -> dict[str, np.ndarray]:
 
 
 def errors(measured: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> dict[str, float]:
-    """Client minus truth (ms) for the statistics the accuracy targets name."""
+    """Client minus truth (ms) for the statistics the accuracy targets name (TTFO where both
+    sides have it: vLLM's client does not)."""
     out = {}
-    for name in ("ttft", "itl", "e2el"):
+    for name in ("ttft", "ttfo", "itl", "e2el"):
+        if name not in measured or name not in truth:
+            continue
         m, t = measured[name], truth[name]
         if len(m) and len(t):
             out[f"{name}_mean_error_ms"] = float(m.mean() - t.mean())

@@ -12,7 +12,9 @@ chunks per second.
     python -m bench.lab.calibration --port 8100 --ttft-ms 50 --itl-ms 20 --log calib.jsonl
 
 A request may override the timing with a body field
-`"calibration": {"ttft_ms": 10, "itl_ms": 5, "tokens_per_chunk": 3}`.
+`"calibration": {"ttft_ms": 10, "itl_ms": 5, "tokens_per_chunk": 3}`. With --reasoning-tokens R
+(or `"reasoning_tokens": R` there) it answers as a reasoning model: R reasoning tokens, then the
+answer (bench.lab.calibration_reasoning), and its log says which chunk began the answer.
 
 --processes N serves from N processes on one port (SO_REUSEPORT), each on its own core and log,
 for loads one process cannot send on time (bench.lab.calibration_fleet); read_log merges the logs.
@@ -223,6 +225,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="ITL added per other stream in flight when a request arrives, in ms (a server that slows with load).",
     )
     p.add_argument(
+        "--reasoning-tokens",
+        type=int,
+        default=0,
+        help="Stream this many reasoning tokens before the answer, as a reasoning model (default 0: none).",
+    )
+    p.add_argument(
+        "--reasoning-field",
+        choices=["reasoning_content", "reasoning"],
+        default="reasoning_content",
+        help="The chat delta field carrying reasoning: reasoning_content (SGLang, TensorRT-LLM) or reasoning (vLLM).",
+    )
+    p.add_argument(
         "--log",
         required=True,
         type=Path,
@@ -268,6 +282,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens_per_chunk": args.tokens_per_chunk}
+    defaults |= {"reasoning_tokens": args.reasoning_tokens, "reasoning_field": args.reasoning_field}
     try:
         faults = Faults(parse_shares(args.faults), args.fault_seed, args.exit_after)
     except ValueError as e:
@@ -336,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         if args.processes < 1:
             raise UserError("--processes must be 1 or more.")
-        if args.ttft_ms < 0 or args.itl_ms < 0 or args.tokens_per_chunk < 1:
-            raise UserError("--ttft-ms and --itl-ms must be >= 0 and --tokens-per-chunk >= 1.")
+        if args.ttft_ms < 0 or args.itl_ms < 0 or args.tokens_per_chunk < 1 or args.reasoning_tokens < 0:
+            raise UserError("--ttft-ms, --itl-ms and --reasoning-tokens must be >= 0 and --tokens-per-chunk >= 1.")
         if args.ttft_per_stream_ms < 0 or args.itl_per_stream_ms < 0:
             raise UserError("--ttft-per-stream-ms and --itl-per-stream-ms must be >= 0.")
         run = asyncio.run
@@ -373,6 +388,8 @@ def start_server(
     processes: int = 1,
     ttft_per_stream_ms: float = 0.0,
     itl_per_stream_ms: float = 0.0,
+    reasoning_tokens: int = 0,
+    reasoning_field: str = "reasoning_content",
 ) -> subprocess.Popen:
     """Start the server in a subprocess and return once it printed its ready line.
 
@@ -380,8 +397,9 @@ def start_server(
     cpu=N pins the server to that core with `taskset -c N` ("0-3": those cores, one per process
     with processes=4: --processes, SO_REUSEPORT). Stop it with stop_server().
     faults / exit_after: the --faults and --exit-after options (bench.lab.calibration_faults);
-    usage_scale: --usage-scale (the usage lies by that factor, /metrics does not).
-    ttft_per_stream_ms / itl_per_stream_ms: the slope of a server that slows with load.
+    usage_scale: --usage-scale (the usage lies by that factor, /metrics does not);
+    ttft_per_stream_ms / itl_per_stream_ms: the slope of a server that slows with load;
+    reasoning_tokens / reasoning_field: --reasoning-tokens / --reasoning-field.
     """
     cmd = [
         sys.executable,
@@ -413,6 +431,9 @@ def start_server(
     cmd += ["--processes", str(processes)] if processes > 1 else []
     if ttft_per_stream_ms or itl_per_stream_ms:
         cmd += ["--ttft-per-stream-ms", str(ttft_per_stream_ms), "--itl-per-stream-ms", str(itl_per_stream_ms)]
+    cmd += (
+        ["--reasoning-tokens", str(reasoning_tokens), "--reasoning-field", reasoning_field] if reasoning_tokens else []
+    )
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     root = str(ROOT)

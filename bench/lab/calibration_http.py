@@ -27,6 +27,7 @@ from bench.instrument.kernel_clock import (
 from bench.lab.calibration_faults import HEADER, STATUS
 from bench.lab.calibration_metrics import CONTENT_TYPE as METRICS_TYPE
 from bench.lab.calibration_openai import BadRequest, encode, error_body, parse_request
+from bench.lab.calibration_reasoning import first_answer_chunk
 
 MAX_HEAD, MAX_BODY = 65536, 64 << 20
 BAD_EVENT = b"data: {not json\n\n"  # the injected malformed event
@@ -185,6 +186,10 @@ def start_request(conn: Conn, body: dict, chat: bool, rid: str, received: float,
         "itl_ms": plan.itl * 1e3,
         "tokens_per_chunk": plan.k,
     }
+    if plan.reasoning:  # the truth of TTFO: chunk `first_answer_chunk` carried the first answer token
+        k = plan.k if plan.stream else plan.max_tokens
+        entry |= {"reasoning_tokens": min(plan.reasoning, plan.max_tokens), "reasoning_field": plan.field}
+        entry["first_answer_chunk"] = first_answer_chunk(plan.max_tokens, k, plan.reasoning)
     fault = fault if plan.stream else None  # stream faults need a stream
     if fault:
         entry["fault"] = fault

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from bench.lab import calibration_reasoning as thinking
+
 TOKEN = " tok"
 ASSISTANT = {"role": "assistant"}
 END = b"data: [DONE]\n\n"
@@ -76,6 +78,8 @@ class Plan:
     stream: bool
     options: dict  # stream_options
     scale: float = 1.0  # every usage reports round(scale * true tokens) (--usage-scale)
+    reasoning: int = 0  # the first this many tokens are reasoning (bench.lab.calibration_reasoning)
+    field: str = "reasoning_content"  # the chat delta's field for them
 
     @property
     def chunks(self) -> int:
@@ -115,7 +119,11 @@ def parse_request(body: dict, chat: bool, info: dict) -> Plan:
         stream=bool(body.get("stream")),
         options=options,
         scale=info.get("usage_scale", 1.0),
+        reasoning=_at_least(cal.get("reasoning_tokens", 0), "calibration.reasoning_tokens", 0, True),
+        field=cal.get("reasoning_field", "reasoning_content"),
     )
+    if plan.field not in thinking.FIELDS:
+        raise BadRequest(400, f"calibration.reasoning_field must be one of {', '.join(thinking.FIELDS)}.")
     if plan.prompt + plan.max_tokens > info["max_model_len"]:
         raise BadRequest(
             400,
@@ -140,6 +148,8 @@ def encode(plan: Plan, chat: bool, rid: str, model: str):
     requests arriving together are parsed in time for their first chunks.
     """
     head = _head(chat, ("chatcmpl-" if chat else "cmpl-") + rid, int(time.time()), model)
+    if plan.reasoning:
+        return _encode_reasoning(plan, chat, rid, head)
     if not plan.stream:
         return orjson.dumps(
             {
@@ -191,6 +201,42 @@ def encode(plan: Plan, chat: bool, rid: str, model: str):
         plain = sse(fill(middle)) if n > 2 else None
         edge: Callable[[int], bytes] = lambda i: first if i == 0 else last  # noqa: E731
     return plain, edge, b"".join(sse(fill(e)) for e in tail) + b"0\r\n\r\n"
+
+
+def _encode_reasoning(plan: Plan, chat: bool, rid: str, head: dict):
+    """encode() for a reasoning answer: every chunk encoded per shape, the id and time swapped in."""
+    if not plan.stream:
+        body = {**head, "object": "chat.completion" if chat else "text_completion"}
+        if chat:
+            msg = thinking.message(plan.max_tokens, plan.reasoning, plan.field, TOKEN)
+            body["choices"] = [{"index": 0, "message": msg, "logprobs": None, "finish_reason": "length"}]
+        else:
+            text = thinking.chunk_texts(False, 0, plan.max_tokens, plan.max_tokens, plan.reasoning, "", TOKEN)["text"]
+            body["choices"] = [_choice(False, text, "length")]
+        usage = _usage(plan.prompt, plan.max_tokens, plan.scale)
+        body["usage"] = usage | {"completion_tokens_details": thinking.details(plan.max_tokens, plan.reasoning)}
+        return orjson.dumps(body)
+    stand_in = _head(chat, ("chatcmpl-" if chat else "cmpl-") + _RID, _CREATED, head["model"])
+    chunks, tail = thinking.reasoning_events(
+        chat,
+        tuple(stand_in.items()),
+        plan.prompt,
+        plan.max_tokens,
+        plan.k,
+        bool(plan.options.get("continuous_usage_stats")),
+        bool(plan.options.get("include_usage")),
+        plan.scale,
+        plan.reasoning,
+        plan.field,
+        TOKEN,
+    )
+    rid_json, created = orjson.dumps(rid)[1:-1], b'"created":%d' % head["created"]
+
+    def fill(event: bytes) -> bytes:
+        return sse(event.replace(_RID_JSON, rid_json).replace(_CREATED_JSON, created))
+
+    frames = [b"".join(fill(e) for e in events) for events in chunks]
+    return None, frames.__getitem__, b"".join(fill(e) for e in tail) + sse(END) + b"0\r\n\r\n"
 
 
 def _head(chat: bool, cid: str, created: int, model: str) -> dict:

@@ -50,6 +50,8 @@ def point(run: Run) -> dict:
         "output_throughput": value(s, "output_throughput"),
     }
     p.update({m: value(s, m) for m, _ in LATENCY_PANELS})
+    p["reasoning"] = bool(s.get("requests_with_reasoning"))  # then TTFO is drawn beside TTFT
+    p.update({m: value(s, m) for m in ("ttfo_p50", "ttfo_p99")})
     tpot = value(s, "tpot_p50")  # summary-only imports have no interactivity distribution
     p["interactivity"] = value(s, "interactivity_p50") or (1000 / tpot if tpot else None)
     per_gpu = value(s, "output_throughput_per_gpu")
@@ -92,7 +94,10 @@ def cdf_series(records) -> dict[str, list[float]]:
     """Sorted per-request TTFTs and pooled ITLs in ms (the CDF's y is rank / count), as metrics defines them."""
     recs = metrics.timed_requests(records)
     itl = [g * 1000 for r in recs for g in metrics.chunk_gaps(r)]
-    return {"ttft_ms": sorted(metrics.ttft(r) * 1000 for r in recs), "itl_ms": sorted(itl)}
+    ttfo = [t * 1000 for t in map(metrics.ttfo, recs) if t is not None]
+    reasoned = any(r.first_reasoning is not None for r in recs)  # else TTFO is TTFT
+    out = {"ttft_ms": sorted(metrics.ttft(r) * 1000 for r in recs), "itl_ms": sorted(itl)}
+    return out | {"ttfo_ms": sorted(ttfo) if reasoned else []}
 
 
 def _title(runs: list[Run], what: str) -> str:
@@ -116,12 +121,20 @@ def plot_latency(series: dict[str, list[dict]], runs: list[Run], scenario: str, 
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 9), constrained_layout=True)
     for ax, (metric, xlabel) in zip(axes.flat, LATENCY_PANELS):
+        dashed = False
         for engine, pts in series.items():
             pts = [p for p in pts if p[metric] is not None and p["output_throughput"] is not None]
             xs, ys = [p[metric] for p in pts], [p["output_throughput"] for p in pts]
             ax.plot(xs, ys, marker="o", label=engine, color=colors[engine])
             _label_points(ax, xs, ys, [p["load_point"] for p in pts])
-        ax.set(xlabel=xlabel, ylabel="Output throughput (tok/s)", title=xlabel.split(" (")[0])
+            twin = metric.replace("ttft_", "ttfo_")
+            answered = [p for p in pts if p["reasoning"] and p.get(twin) is not None] if twin != metric else []
+            if answered:  # a reasoning model: the first answer token, beside the first token of either kind
+                xs, ys = [p[twin] for p in answered], [p["output_throughput"] for p in answered]
+                ax.plot(xs, ys, marker="s", linestyle="--", label=f"{engine} TTFO", color=colors[engine])
+                dashed = True
+        title = xlabel.split(" (")[0] + (" (dashed: TTFO, first answer token)" if dashed else "")
+        ax.set(xlabel=xlabel, ylabel="Output throughput (tok/s)", title=title)
         ax.margins(0.12)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(title="engine")
@@ -226,15 +239,21 @@ def plot_cdf(data: dict[str, list[float]], run: Run, path: Path):
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
     for ax, key, name in ((axes[0], "ttft_ms", "TTFT"), (axes[1], "itl_ms", "ITL")):
-        xs = data[key]
+        xs, n = data[key], len(data[key])
         if xs:
-            ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post")
+            ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=name)
+        answers = data.get("ttfo_ms") if key == "ttft_ms" else None
+        if answers:  # a reasoning model: TTFT is the first thinking token, TTFO the first answer token
+            ax.step(answers, [(i + 1) / len(answers) for i in range(len(answers))], where="post", label="TTFO")
+            ax.legend()
+            name, xs = "TTFT and TTFO", sorted(xs + answers)
+        if xs:
             if xs[0] > 0 and xs[-1] / xs[0] > 100:
                 ax.set_xscale("log")  # a few long stalls would squash the body of the curve
         ax.set(
             xlabel=f"{name} (ms{', log scale' if ax.get_xscale() == 'log' else ''})",
             ylabel="Fraction of " + ("requests" if key == "ttft_ms" else "gaps"),
-            title=f"{name} CDF ({len(xs)} values)",
+            title=f"{name} CDF ({n} values)",
             ylim=(0, 1.02),
         )
         for q in (0.5, 0.99):  # guides to read p50 and p99 off the curve

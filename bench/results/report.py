@@ -27,10 +27,10 @@ METRICS: dict[str, tuple[str, list[str], bool]] = {
     "request_throughput": ("Req/s", ["request_throughput"], True),
     "interactivity_p50": ("tok/s/user p50", ["p50_interactivity_tok_s_user"], True),
 }
-for _lat in ("ttft", "tpot", "itl", "e2el"):
+for _lat in ("ttft", "tpot", "itl", "e2el", "ttfo", "answer_tpot"):
     for _stat in ("mean", "p50", "p90", "p95", "p99"):
         METRICS[f"{_lat}_{_stat}"] = (
-            f"{_lat.upper()} {_stat} (ms)",
+            f"{_lat.upper().replace('_', ' ')} {_stat} (ms)",
             [f"{_stat}_{_lat}_ms"] + ([f"median_{_lat}_ms"] if _stat == "p50" else []),
             False,
         )
@@ -243,11 +243,26 @@ def tables(runs: list[Run], rows: list[dict], metrics: list[str], fmt: str, md: 
     return "\n".join(out)
 
 
+def with_ttfo(runs: list[Run], metrics: list[str]) -> list[str]:
+    """The columns, with TTFO (first answer token) beside each TTFT column when a run had reasoning:
+    there TTFT times the first thinking token, while the user waits for the answer."""
+    if not any(r.summary.get("requests_with_reasoning") for r in runs):
+        return metrics
+    out = []
+    for m in metrics:
+        out.append(m)
+        twin = m.replace("ttft_", "ttfo_", 1)
+        if m.startswith("ttft_") and twin not in metrics:
+            out.append(twin)
+    return out
+
+
 def write(tree, markdown=None, csv_file=None, *, baseline=None, metrics=DEFAULT_METRICS, fmt="simple") -> None:
     """Print the tables of the runs under `tree`; also write them as Markdown, and one CSV row per run."""
     runs = runs_under(tree)
     if metrics is DEFAULT_METRICS and any(r.summary.get("gpu_energy_j") is not None for r in runs):
         metrics = DEFAULT_METRICS + ENERGY_METRICS
+    metrics = with_ttfo(runs, metrics)
     baseline = pick_baseline(runs, baseline)
     rows = compare(runs, baseline, metrics)
     answers = slo_report.lines(tree)
