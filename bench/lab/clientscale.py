@@ -72,9 +72,10 @@ def stamp_errors(out: Path, entries: dict[str, dict]) -> tuple[np.ndarray, int]:
     return np.asarray(first), late
 
 
-def row(c: int, workers: int, servers: int, rounds: int, work: Path) -> dict:
-    """One concurrency: a fresh server fleet, one client run, its errors against the server's log."""
-    name = f"c{c}-w{workers}-s{servers}"
+def row(c: int, workers: int, servers: int, rounds: int, work: Path, client: Path | None = None) -> dict:
+    """One concurrency: a fresh server fleet, one client run, its errors against the server's log;
+    `client`: run the client from that checkout instead (a before/after comparison on one host)."""
+    name = f"c{c}-w{workers}-s{servers}" + (f"-{client.name}" if client else "")
     log, out = work / f"{name}-server.jsonl", work / name
     server = start_server(
         0, log=log, ttft_ms=TTFT_MS, itl_ms=ITL_MS, cpu=f"0-{servers - 1}", processes=servers, timeout=120
@@ -82,11 +83,13 @@ def row(c: int, workers: int, servers: int, rounds: int, work: Path) -> dict:
     cores = f"{servers}-{servers + workers - 1}"
     cmd = ["taskset", "-c", cores, sys.executable, "-m", "bench", "run", "--base-url", f"{server.base_url}/v1"]
     cmd += ["--tokenizer", str(TINY_MODEL), "--concurrency", str(c), "--num-prompts", str(rounds * c)]
-    cmd += ["--input-len", str(INPUT_LEN), "--output-len", str(OUTPUT_LEN), "--workers", str(workers)]
+    cmd += ["--input-len", str(INPUT_LEN), "--output-len", str(OUTPUT_LEN)]
+    cmd += ["--workers", str(workers)] if workers > 1 or client is None else []  # older clients have one process
     cmd += ["--out", str(out), "--no-progress", "--scrape-interval", "0", "--connect-timeout", "120"]
     began = time.monotonic()
     try:
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        env = os.environ | {"PYTHONPATH": str(client)} if client else None
+        done = subprocess.run(cmd, cwd=client or ROOT, capture_output=True, text=True, env=env)
     finally:
         stop_server(server)
     if not (out / "summary.json").exists():
@@ -99,7 +102,8 @@ def row(c: int, workers: int, servers: int, rounds: int, work: Path) -> dict:
     offered = c * OUTPUT_LEN / ((TTFT_MS + (OUTPUT_LEN - 1) * ITL_MS) / 1e3)
     return {
         "C": c,
-        "client procs": summary["workers"]["count"],
+        "client": str(client) if client else "this checkout",
+        "client procs": (summary.get("workers") or {}).get("count", 1),
         "server procs": servers,
         "failed": summary["failed"],
         "first-chunk err p99 ms": float(np.percentile(first, 99)) if len(first) else None,
@@ -114,7 +118,9 @@ def row(c: int, workers: int, servers: int, rounds: int, work: Path) -> dict:
     }
 
 
-def table(concurrencies: list[int], workers: list[int], servers: list[int], rounds: int, out: Path) -> str:
+def table(
+    concurrencies: list[int], workers: list[int], servers: list[int], rounds: int, out: Path, client: Path | None = None
+) -> str:
     """Run every row; print each as it comes (to stderr), return the markdown table."""
     work = out / f"scale-{datetime.now():%Y%m%d-%H%M%S}"
     work.mkdir(parents=True)
@@ -122,6 +128,8 @@ def table(concurrencies: list[int], workers: list[int], servers: list[int], roun
     for c, w, s in zip(concurrencies, workers, servers):
         print(f"scale: C={c}, {w} client and {s} server processes, {rounds * c} requests", file=sys.stderr, flush=True)
         rows.append(row(c, w, s, rounds, work))
+        if client is not None:  # the same row from the other checkout, right after: side by side on one host
+            rows.append(row(c, w, s, rounds, work, client))
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     text = (
         f"## Scale (true TTFT {TTFT_MS:g} ms, ITL {ITL_MS:g} ms, {OUTPUT_LEN} tokens; server processes on the first "
@@ -153,12 +161,23 @@ def main(argv: list[str] | None = None) -> int:
         help="Calibration server processes: one, or one per concurrency (they take the first cores).",
     )
     p.add_argument("--rounds", type=int, default=2, help="Requests per stream (each takes ~2.6 s).")
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        help="Another checkout of this project (e.g. `git worktree add /tmp/base <commit>`): each row is also run "
+        "with its client, right after ours, for a before/after table from one host.",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench-client", help="Folder for the table.")
     args = p.parse_args(argv)
 
     def body() -> None:
         workers, servers = plan(args.concurrency, args.workers, args.server_processes)
-        print(table(args.concurrency, workers, servers, args.rounds, args.out))
+        if args.compare_with and not (args.compare_with / "bench" / "__init__.py").is_file():
+            raise UserError(
+                f"--compare-with {args.compare_with} holds no bench/ package; give a checkout of this project"
+            )
+        client = args.compare_with.resolve() if args.compare_with else None
+        print(table(args.concurrency, workers, servers, args.rounds, args.out, client))
 
     return exit_status("python -m bench.lab.clientscale", body)
 
