@@ -17,6 +17,7 @@ import 'scripts/serve.just'
 import 'scripts/vllm.just'
 import 'scripts/sgl.just'
 import 'scripts/trt.just'
+import 'scripts/transformers.just'
 import 'scripts/bench.just'
 
 # List the recipes, grouped.

@@ -60,6 +60,9 @@ class Record:
     error: str = ""  # empty for success, else what went wrong, in one line
     error_kind: str = ""  # short class of the error: http_4xx, http_5xx, timeout, ...
     worker: int = 0  # client worker process that sent it
+    # how chunk_tokens were found: "usage" (the server's, per chunk), else bench.instrument.chunk_tokens's
+    # "one_each", "tokenizer", "fitted" or "unmatched" (the server reported usage only at the end, or none)
+    chunk_tokens_source: str = ""
 
     @property
     def ok(self) -> bool:

@@ -217,6 +217,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fault-seed", type=int, default=0, help="Seed of the fault draws (same seed, same faults).")
     p.add_argument("--exit-after", type=int, help="Exit (status 3, as a crash) when this many requests have come.")
     p.add_argument(
+        "--hang-first",
+        type=int,
+        default=0,
+        help="Never answer the first N completion requests (streamed or not), as an engine still warming up.",
+    )
+    p.add_argument(
         "--usage-scale",
         type=float,
         default=1.0,
@@ -235,7 +241,7 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens_per_chunk": args.tokens_per_chunk}
     try:
-        faults = Faults(parse_shares(args.faults), args.fault_seed, args.exit_after)
+        faults = Faults(parse_shares(args.faults), args.fault_seed, args.exit_after, args.hang_first)
     except ValueError as e:
         raise UserError(f"--faults: {e}.") from None
     info = {"model": args.model, "max_model_len": args.max_model_len, "defaults": defaults, "faults": faults}
@@ -315,13 +321,14 @@ def start_server(
     faults: str = "",
     exit_after: int | None = None,
     usage_scale: float = 1.0,
+    hang_first: int = 0,
 ) -> subprocess.Popen:
     """Start the server in a subprocess and return once it printed its ready line.
 
     port=0 picks a free port; the returned Popen carries `.port` and `.base_url`.
     cpu=N pins the server to that core with `taskset -c N`. Stop it with stop_server().
     faults / exit_after: the --faults and --exit-after options (bench.lab.calibration_faults);
-    usage_scale: --usage-scale (the usage lies by that factor, /metrics does not).
+    usage_scale: --usage-scale (the usage lies by that factor, /metrics does not); hang_first: --hang-first.
     """
     cmd = [
         sys.executable,
@@ -350,6 +357,7 @@ def start_server(
     ]
     cmd += ["--exit-after", str(exit_after)] if exit_after else []
     cmd += ["--usage-scale", str(usage_scale)] if usage_scale != 1.0 else []
+    cmd += ["--hang-first", str(hang_first)] if hang_first else []
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     root = str(ROOT)
