@@ -187,7 +187,7 @@ def summarise(
             "multi_token_chunks": multi,
             "max_chunk_tokens": max_k,
             "requests_without_chunk_tokens": no_counts,
-            "chunk_tokens_source": dict(Counter(r.chunk_tokens_source or "usage" for r in timed)),
+            "chunk_tokens_source": dict(Counter(r.chunk_tokens_source or "not recorded" for r in timed)),
             "chunk_token_mismatches": sum(
                 1 for r in timed if r.chunk_tokens and sum(r.chunk_tokens) != output_tokens(r)
             ),

@@ -41,7 +41,9 @@ def notes(summary: dict) -> list[str]:
             f"{share:.1%} of the chunk gaps are under 0.1 ms: the server sent those chunks together (or the "
             "client read them together), so the ITL percentiles hold zeros; read the token ITL and TPOT"
         )
-    sources = {k: n for k, n in (summary.get("chunk_tokens_source") or {}).items() if k != "usage"}
+    sources = {
+        k: n for k, n in (summary.get("chunk_tokens_source") or {}).items() if k not in ("usage", "not recorded")
+    }
     if sources:
         how = ", ".join(f"{k} {n}" for k, n in sources.items())
         out.append(
