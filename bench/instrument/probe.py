@@ -42,10 +42,11 @@ def _explain(e: Exception, base_url: str, model: str | None = None, waited: floa
     import openai
 
     if isinstance(e, openai.APITimeoutError) and waited is not None:  # it listed its models: it is up
+        longer = f" or raise --first-token-timeout (up to {FIRST_ANSWER_TIMEOUT:.0f} s here)"
         return UserError(
             f"the server at {base_url} answers (it lists its models) but gave no answer to a first one-token "
-            f"request within {waited:.0f} s; it may still be loading or warming up: see its log, then retry "
-            "(--first-token-timeout raises the wait, up to 300 s)"
+            f"request within {waited:.0f} s; it may still be loading or warming up: see its log and retry"
+            + (longer if waited < FIRST_ANSWER_TIMEOUT else "")
         )
     if isinstance(e, openai.BadRequestError | openai.UnprocessableEntityError) and "ignore_eos" in str(e):
         return UserError(
