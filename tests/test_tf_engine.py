@@ -105,3 +105,31 @@ def test_a_folder_without_config_is_refused(tmp_path):
         text=True,
     )
     assert r.returncode == 2 and "has no config.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_without_a_serve_record_the_refused_field_is_named(tmp_path, capsys):
+    """Started by hand (no serve record, so the client cannot know the engine): the probe carries ignore_eos as
+    the load would, the server refuses it, and the run stops with one sentence that names the flag to pass."""
+    from bench.serve.launcher import free_port, start, stop
+
+    snap = make_weights(ROOT / ".run" / "hf-cache", "--dtype", "float32")
+    assert snap.returncode == 0, snap.stderr
+    port = free_port()
+    name = f"tf-bare-{port}"
+    env = ["env", f"HF_HOME={ROOT / '.run' / 'hf-cache'}", "HF_HUB_OFFLINE=1", "HF_HUB_DISABLE_UPDATE_CHECK=1"]
+    serve = [TF_PYTHON, "-m", "transformers.cli.transformers", "serve", "local/tiny-llama", "--continuous-batching"]
+    serve += ["--device", "cpu", "--dtype", "float32", "--cb-num-blocks", "32", "--host", "127.0.0.1"]
+    start(name, env + ["OMP_NUM_THREADS=1", *serve, "--port", str(port)], "127.0.0.1", port, 300)
+    try:
+        argv = ["run", "--base-url", f"http://127.0.0.1:{port}/v1", "--concurrency", "2", "--num-prompts", "4"]
+        argv += ["--tokenizer", snap.stdout.strip(), "--input-len", "32", "--output-len", "16", "--no-progress"]
+        assert main(argv + ["--out", str(tmp_path / "refused")]) == 2
+        err = capsys.readouterr().err
+        assert "refuses the field ignore_eos; pass --no-ignore-eos" in err and "Traceback" not in err, err
+        assert not (tmp_path / "refused").exists()
+
+        assert main(argv + ["--out", str(tmp_path / "ok"), "--no-ignore-eos"]) == 0
+        summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
+        assert summary["completed"] == 4 and summary["output_len_mismatches"] == 0
+    finally:
+        stop(name)

@@ -48,7 +48,8 @@ def _explain(e: Exception, base_url: str, model: str | None = None, waited: floa
             f"request within {waited:.0f} s; it may still be loading or warming up: see its log and retry"
             + (longer if waited < FIRST_ANSWER_TIMEOUT else "")
         )
-    if isinstance(e, openai.BadRequestError | openai.UnprocessableEntityError) and "ignore_eos" in str(e):
+    said = f"{e} {e.response.text}" if isinstance(e, openai.APIStatusError) else str(e)  # the SDK's str has no body
+    if isinstance(e, openai.BadRequestError | openai.UnprocessableEntityError) and "ignore_eos" in said:
         return UserError(
             f"the server at {base_url} refuses the field ignore_eos; pass --no-ignore-eos (output lengths are then "
             "checked against the server's usage), or start it with a serve recipe that records its engine"
