@@ -17,6 +17,7 @@ import 'scripts/serve.just'
 import 'scripts/vllm.just'
 import 'scripts/sgl.just'
 import 'scripts/trt.just'
+import 'scripts/transformers.just'
 import 'scripts/bench.just'
 import 'scripts/gpu.just'
 
@@ -27,7 +28,7 @@ default:
 
 # Run the test suite (installs the CPU engine on first use).
 [group('develop')]
-test *args: cpu-install sgl-parser-install vllm-parser-install
+test *args: cpu-install tf-install sgl-parser-install vllm-parser-install
     python -m pytest {{args}}
 
 # Lint and format check (ruff, settings in pyproject.toml); `ruff check --fix` and `ruff format` mend.

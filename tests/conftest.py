@@ -40,3 +40,24 @@ def cpu_engine():
     stopped = just("cpu-stop", str(port))
     assert stopped.returncode == 0, stopped.stderr
     assert not process_group_alive(pid), "the CPU engine left a process behind"
+
+
+@pytest.fixture(scope="session")
+def tf_engine():
+    """Transformers' server on CPU (`just tf-serve`) on a free port for the session, its first (slow) answer
+    already served, so each test measures a warm engine."""
+    import urllib.request
+
+    port = free_port()
+    started = just("tf-serve", str(port))
+    assert started.returncode == 0, f"tf-serve failed:\n{started.stdout}\n{started.stderr}"
+    pid = int((ROOT / ".run" / f"tf-engine-{port}.pid").read_text())
+    base = f"http://127.0.0.1:{port}/v1"
+    body = b'{"model": "local/tiny-llama", "prompt": "warm up", "max_tokens": 2}'
+    head = {"content-type": "application/json"}
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/completions", body, head), timeout=300) as r:
+        assert r.status == 200
+    yield {"port": port, "base_url": base, "pid": pid}
+    stopped = just("tf-stop", str(port))
+    assert stopped.returncode == 0, stopped.stderr
+    assert not process_group_alive(pid), "the Transformers engine left a process behind"

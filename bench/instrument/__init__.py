@@ -5,7 +5,8 @@ summary.json, manifest.json and server.jsonl. Here live the schedule, the worklo
 session and trace-replay kinds and their runner), the transports and their stream readers, the
 runner, the records, the metrics (the one definition of every latency), the verdict and the
 checks of a run, the scraper of the server's telemetry and its table of metric names, the GPU
-sampler (gpu.jsonl) and the energy over a run, the manifest and the control-plane probe.
+sampler (gpu.jsonl) and the energy over a run, the table of what each engine may be sent
+(dialect), the manifest and the control-plane probe.
 
 Imports: the standard library, third-party packages, and bench's leaf modules (bench.errors,
 bench.paths, bench.__version__). Never results, serve or the lab: they use the instrument.

@@ -9,13 +9,14 @@ prints nothing but the progress bar (when asked, on a terminal): callers say wha
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from time import perf_counter
@@ -25,6 +26,7 @@ from bench import paths
 from bench.errors import UserError
 from bench.instrument import (
     checks,
+    dialect,
     energy,
     manifest,
     metrics,
@@ -61,14 +63,18 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     server and workload are known and before any load; its result goes into the manifest."""
     # Control plane and workload: every refusal comes before the run folder exists.
     info = probe.discover(spec.base_url, spec.model, spec.api_key)
-    warm, prompts, tok, tok_file = build_workload(spec, info)
     port = urlsplit(spec.base_url).port
     server = (served.read(port) if port else None) or {}
+    speaks = dialect.of(server.get("engine"))
+    warm, prompts, tok, tok_file = build_workload(spec, info, speaks, server.get("model"))
     label = spec.label or server.get("label") or server.get("engine") or "server"
     out = run_folder(spec, label)
 
     t0 = perf_counter()
     man = _manifest(spec, info, server, label, t0)
+    if spec.ignore_eos and not speaks.ignore_eos:  # the engine refuses it: lengths come from its config
+        man["workload"]["ignore_eos"] = False
+        man["workload"]["ignore_eos_not_sent"] = f"the {server.get('engine')} engine refuses ignore_eos"
     man["workload"]["tokenizer"] = {"path": str(tok_file), "sha256": workload.file_sha256(tok_file)}
     if spec.dataset in more.KINDS:
         man["workload"].update(more.describe(spec, warm, prompts))
@@ -87,7 +93,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     load = Load(spec.concurrency, spec.rate, arrivals, spec.duration, spec.request_timeout)
     load.connections = more.connections(spec, arrivals)
     transport = open_transport(spec, workload.token_counter(tok), think=think_tags(tok))
-    make_body = request_body(info.model, spec.api, spec.ignore_eos, spec.extra_body)
+    make_body = request_body(info.model, spec.api, spec.ignore_eos and speaks.ignore_eos, spec.extra_body, speaks)
     writer = RecordWriter(out / "requests.jsonl")
     # The server's own metrics, scraped by a process of its own from here to the last request.
     scraper = Scraper.for_run(spec.base_url, server.get("engine"), out, spec.scrape_interval)
@@ -121,7 +127,16 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
         if n_workers > 1:  # processes of their own, started together; requests.jsonl is their merged records
             writer.close()
             job = workers.Job(
-                spec, info.model, str(tok_file), t0, out, open_transport, request_body, _send, _event_loop_run, bar
+                replace(spec, ignore_eos=spec.ignore_eos and speaks.ignore_eos),
+                info.model,
+                str(tok_file),
+                t0,
+                out,
+                open_transport,
+                functools.partial(request_body, speaks=speaks),
+                _send,
+                _event_loop_run,
+                bar,
             )
             ran = workers.run(job, workers.deal(warm, prompts, load, n_workers), measuring)
             stopped_by = ran.stopped_by
@@ -170,24 +185,33 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
 # ---- before the run: workload, request bodies, run folder, manifest ----
 
 
-def _tokenizer_path(spec: RunSpec, info: probe.ServerInfo) -> str:
-    """--tokenizer as given (it must exist), else the first model path that exists here."""
+def _tokenizer_path(spec: RunSpec, info: probe.ServerInfo, recorded: str | None = None) -> str:
+    """--tokenizer as given (it must exist), else the first model path that exists here (`recorded`: the
+    serve record's, for a server that names its model without a path)."""
     if spec.tokenizer is not None:
         if not Path(spec.tokenizer).exists():
             raise UserError(
                 f"--tokenizer {spec.tokenizer} does not exist; give the model's folder or its tokenizer.json"
             )
         return spec.tokenizer
-    for candidate in (spec.model, info.root, info.model):
+    for candidate in (spec.model, info.root, info.model, recorded):
         if candidate and Path(candidate).exists():
             return candidate
     raise UserError("cannot find the model's tokenizer; pass --tokenizer with its folder or tokenizer.json")
 
 
-def build_workload(spec: RunSpec, info: probe.ServerInfo):
-    """(warm-up prompts, measured prompts, the tokenizer, its file) for the chosen dataset."""
+def build_workload(
+    spec: RunSpec, info: probe.ServerInfo, speaks: dialect.Dialect = dialect.DEFAULT, recorded: str | None = None
+):
+    """(warm-up prompts, measured prompts, the tokenizer, its file) for the chosen dataset; the probe
+    request carries the fields the load will (ignore_eos), so a server that refuses one says so now."""
     api_key, extra = spec.api_key, spec.extra_body
-    path = _tokenizer_path(spec, info)
+    if spec.ignore_eos and speaks.ignore_eos:
+        extra = {"ignore_eos": True, **extra}
+    # The probe is a readiness check: a first-token timeout made short to catch slow measured requests
+    # (tests use 0.1 s) must not refuse a server that answers in a second or two.
+    wait = min(max(spec.first_token_timeout, 2.0), probe.FIRST_ANSWER_TIMEOUT)
+    path = _tokenizer_path(spec, info, recorded)
     tok = workload.load_tokenizer(path)
     n = spec.num_prompts + spec.warmup
     if spec.dataset in more.KINDS:
@@ -202,7 +226,7 @@ def build_workload(spec: RunSpec, info: probe.ServerInfo):
                 f"{info.max_model_len}; lower --input-len/--output-len"
             )
         gen = workload.RandomPrompts(tok, seed=10**6 + spec.seed)
-        overhead = probe.prompt_overhead(info, spec.api, gen.text(0, probe.PROBE_WORDS), api_key, extra)
+        overhead = probe.prompt_overhead(info, spec.api, gen.text(0, probe.PROBE_WORDS), api_key, extra, wait)
         prompts = workload.random_workload(
             tok, n, spec.input_len, out_len, spec.range_ratio, spec.seed, overhead, spec.prefix_len
         )
@@ -213,17 +237,19 @@ def build_workload(spec: RunSpec, info: probe.ServerInfo):
             prompts = workload.sharegpt_workload(spec.dataset_path, tok, n, spec.seed, spec.output_len)
         else:
             prompts = workload.jsonl_workload(spec.dataset_path, n, spec.output_len)
-        probe.prompt_overhead(info, spec.api, "ping " * probe.PROBE_WORDS, api_key, extra)
+        probe.prompt_overhead(info, spec.api, "ping " * probe.PROBE_WORDS, api_key, extra, wait)
     if len(prompts) < n:
         raise UserError(f"the dataset yields {len(prompts)} usable prompts, fewer than the {n} asked for")
     return prompts[: spec.warmup], prompts[spec.warmup :], tok, workload.tokenizer_file(path).resolve()
 
 
-def request_body(model: str, api: str, ignore_eos: bool, extra: dict):
+def request_body(model: str, api: str, ignore_eos: bool, extra: dict, speaks: dialect.Dialect = dialect.DEFAULT):
     stream_options = {"include_usage": True, "continuous_usage_stats": True}
 
     def make(prompt: workload.Prompt) -> dict:
-        body = {"model": model, "stream": True, "stream_options": stream_options, "temperature": 0.0}
+        body = {"model": model, "stream": True, "temperature": 0.0}
+        if speaks.stream_options:
+            body["stream_options"] = stream_options
         if prompt.messages is not None:
             body["messages"] = prompt.messages
         elif api == "chat":

@@ -17,7 +17,10 @@ Definitions (the README repeats them word for word):
 - ITL: the gaps between consecutive content chunks (`chunk_times`), pooled over requests.
   Token ITL: each gap divided by the token count k of the chunk that ends it, counted once per
   token, so a k-token chunk adds k values of gap/k; `multi_token_chunks` says how many chunks
-  had k > 1. Token ITL is null when any request lacks per-chunk token counts.
+  had k > 1. Token ITL is null when any request lacks per-chunk token counts. When the server
+  reports usage only at the end, the client shares the total among the chunks
+  (`chunk_tokens_source` says how, per request); `chunk_token_mismatches` counts the requests
+  whose chunk counts do not add up to their output tokens.
   `zero_gap_chunks` counts gaps under 0.1 ms (two chunks that reached the client together; the
   server wrote them in one go, or the client read them in one go), `zero_gap_share` their share
   of all gaps, `requests_with_zero_gaps` the share of requests with any.
@@ -219,6 +222,10 @@ def summarise(
             "multi_token_chunks": multi,
             "max_chunk_tokens": max_k,
             "requests_without_chunk_tokens": no_counts,
+            "chunk_tokens_source": dict(Counter(r.chunk_tokens_source or "not recorded" for r in timed)),
+            "chunk_token_mismatches": sum(
+                1 for r in timed if r.chunk_tokens and sum(r.chunk_tokens) != output_tokens(r)
+            ),
             "zero_gap_chunks": together,
             "zero_gap_share": together / len(itls) if itls else None,
             "requests_with_zero_gaps": with_together / len(timed) if timed else None,

@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 from bench.errors import UserError
 
 PROBE_WORDS = 16
+# The probe's request is the server's first: engines that load, compile or warm up on it (Transformers'
+# server took 24 s for its first answer on 2 busy cores, SGLang compiles DeepGEMM kernels) get this long.
+FIRST_ANSWER_TIMEOUT = 300.0
 
 
 @dataclass
@@ -29,15 +32,28 @@ class ServerInfo:
     model_given: bool = True  # False: none was asked for and the server's only model is used
 
 
-def _client(base_url: str, api_key: str | None):
+def _client(base_url: str, api_key: str | None, timeout: float = 30):
     import openai
 
-    return openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=30)
+    return openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=timeout)
 
 
-def _explain(e: Exception, base_url: str, model: str | None = None) -> UserError:
+def _explain(e: Exception, base_url: str, model: str | None = None, waited: float | None = None) -> UserError:
     import openai
 
+    if isinstance(e, openai.APITimeoutError) and waited is not None:  # it listed its models: it is up
+        longer = f" or raise --first-token-timeout (up to {FIRST_ANSWER_TIMEOUT:.0f} s here)"
+        return UserError(
+            f"the server at {base_url} answers (it lists its models) but gave no answer to a first one-token "
+            f"request within {waited:g} s; it may still be loading or warming up: see its log and retry"
+            + (longer if waited < FIRST_ANSWER_TIMEOUT else "")
+        )
+    said = f"{e} {e.response.text}" if isinstance(e, openai.APIStatusError) else str(e)  # the SDK's str has no body
+    if isinstance(e, openai.BadRequestError | openai.UnprocessableEntityError) and "ignore_eos" in said:
+        return UserError(
+            f"the server at {base_url} refuses the field ignore_eos; pass --no-ignore-eos (output lengths are then "
+            "checked against the server's usage), or start it with a serve recipe that records its engine"
+        )
     if isinstance(e, openai.APIConnectionError):
         return UserError(f"no server answers at {base_url}; start one (e.g. `just cpu-serve`) or fix --base-url")
     if isinstance(e, openai.AuthenticationError):
@@ -92,9 +108,17 @@ def _version(base_url: str) -> str | None:
     return None
 
 
-def prompt_overhead(info: ServerInfo, api: str, probe_text: str, api_key: str | None, extra_body: dict) -> int:
-    """Tokens the server counts beyond our own `PROBE_WORDS`-token probe text."""
-    client = _client(info.base_url, api_key)
+def prompt_overhead(
+    info: ServerInfo,
+    api: str,
+    probe_text: str,
+    api_key: str | None,
+    extra_body: dict,
+    timeout: float = FIRST_ANSWER_TIMEOUT,
+) -> int:
+    """Tokens the server counts beyond our own `PROBE_WORDS`-token probe text; waits up to `timeout`
+    for the answer (often the server's first)."""
+    client = _client(info.base_url, api_key, timeout)
     # The probe is not streamed, and vLLM rejects stream options on a request that is not.
     extra_body = {k: v for k, v in extra_body.items() if k not in ("stream", "stream_options")}
     try:
@@ -108,7 +132,7 @@ def prompt_overhead(info: ServerInfo, api: str, probe_text: str, api_key: str | 
         else:
             r = client.completions.create(model=info.model, prompt=probe_text, max_tokens=1, extra_body=extra_body)
     except Exception as e:
-        raise _explain(e, info.base_url, info.model) from None
+        raise _explain(e, info.base_url, info.model, waited=timeout) from None
     info.system_fingerprint = getattr(r, "system_fingerprint", None)
     if r.usage is None:
         return 0  # the server does not report usage; nothing to compensate against

@@ -69,6 +69,9 @@ class Record:
     first_answer: float | None = None  # arrival of the first content chunk that is not reasoning
     reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens, else counted
     reasoning_source: str = ""  # "server", or "counted": the tokens of the chunks labelled reasoning
+    # how chunk_tokens were found: "usage" (the server's, per chunk), else bench.instrument.chunk_tokens's
+    # "one_each", "tokenizer", "fitted" or "unmatched" (the server reported usage only at the end, or none)
+    chunk_tokens_source: str = ""
 
     @property
     def ok(self) -> bool:

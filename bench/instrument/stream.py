@@ -4,13 +4,16 @@ Pure and synchronous: fed raw bytes with their arrival time, it keeps what a Rec
 (chunk arrival times, tokens per chunk, usage, status, error). A "content chunk" is an
 event that advances the server's completion-token count (with continuous usage stats), or,
 when the server sends no per-chunk usage, one that carries non-empty generated text (answer or
-reasoning: bench.instrument.reasoning labels which).
+reasoning: bench.instrument.reasoning labels which). A usage that first comes after such text
+chunks (a server that reports it only at the end) is the request's total, never the token count
+of the chunk it rides on: bench.instrument.chunk_tokens shares that total among the text chunks.
 """
 
 from __future__ import annotations
 
 import orjson
 
+from bench.instrument.chunk_tokens import assign
 from bench.instrument.reasoning import Split
 from bench.instrument.records import Record, http_error_kind
 
@@ -39,6 +42,7 @@ class StreamParser:
         self.error_kind = ""
         self.reset = False  # the connection was reset (not closed) under this response
         self.done_seen = False  # the stream's closing `data: [DONE]` line came
+        self.finish_seen = False  # a choice's finish_reason came: the server ended the output
 
     @classmethod
     def resume(
@@ -209,13 +213,17 @@ class StreamParser:
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
             else:
                 text, field = c.get("text") or "", isinstance(c.get("text"), str)
+            self.finish_seen = self.finish_seen or bool(c.get("finish_reason"))
         if usage:
             self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
             details = usage.get("completion_tokens_details")
             if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
                 self.split.server_tokens = details["reasoning_tokens"]
             done = usage.get("completion_tokens")
-            if done is not None:
+            # After text chunks without usage, a usage is the total at the end, not this chunk's count.
+            if done is not None and None in self.tokens:
+                self.completion_tokens = done
+            elif done is not None:
                 self.completion_tokens = done
                 if choices and done > self.seen_tokens:
                     self.split.chunk(len(self.times), reasoning, text, field)
@@ -238,17 +246,16 @@ class StreamParser:
     def fill(self, rec: Record, count=None) -> None:
         """Copy what was parsed into `rec` (times still absolute perf_counter values).
 
-        Chunks without per-chunk usage get their token count from `count(text)` (the
-        tokenizer) or 1; when the server sent no usage at all, the total is that sum and the
-        record says the tokens were counted.
+        Chunks without per-chunk usage get their token counts from bench.instrument.chunk_tokens
+        (checked against the server's total when it sent one); when the server sent no usage at
+        all, the total is their sum and the record says the tokens were counted.
         """
         rec.status = self.status
         rec.chunk_times = self.times
-        rec.chunk_tokens = (
-            self.tokens
-            if None not in self.tokens
-            else [k if k is not None else max(1, count(x)) if count else 1 for k, x in zip(self.tokens, self.texts)]
-        )
+        if None not in self.tokens:
+            rec.chunk_tokens, rec.chunk_tokens_source = self.tokens, "usage"
+        else:
+            rec.chunk_tokens, rec.chunk_tokens_source = assign(self.tokens, self.texts, self.completion_tokens, count)
         if self.completion_tokens is None and self.times:
             self.completion_tokens = sum(rec.chunk_tokens)
             rec.usage_source = "counted"
@@ -266,9 +273,10 @@ class StreamParser:
             self._fail("truncated" if self.status else "server_gone", f"the connection closed before {what}")
         elif not self.times and not self.error:
             self._fail("truncated", "the stream finished without generated text")
-        elif not self.done_seen and self.chunked:
-            # Every OpenAI-compatible server closes a stream with it; a body that ends without it
-            # was cut short (its last tokens and usage are missing), however cleanly it ended.
+        elif not self.done_seen and not self.finish_seen and self.chunked:
+            # OpenAI-compatible servers close a stream with it (Transformers' ends at the chunk with
+            # its finish_reason instead); a body that ends without either was cut short (its last
+            # tokens and usage are missing), however cleanly it ended.
             self._fail("truncated", "the stream ended without its closing [DONE] line")
         rec.error, rec.error_kind = self.error, self.error_kind
 

@@ -47,4 +47,18 @@ def notes(summary: dict) -> list[str]:
             f"{share:.1%} of the chunk gaps are under 0.1 ms: the server sent those chunks together (or the "
             "client read them together), so the ITL percentiles hold zeros; read the token ITL and TPOT"
         )
+    sources = {
+        k: n for k, n in (summary.get("chunk_tokens_source") or {}).items() if k not in ("usage", "not recorded")
+    }
+    if sources:
+        how = ", ".join(f"{k} {n}" for k, n in sources.items())
+        out.append(
+            f"the server reported no per-chunk usage: the client shared each request's tokens among its chunks ({how}; "
+            "see bench/instrument/chunk_tokens.py)"
+        )
+    if summary.get("chunk_token_mismatches"):
+        out.append(
+            f"{summary['chunk_token_mismatches']} requests' chunk token counts do not add up to their output tokens: "
+            "their token ITL shares are estimates"
+        )
     return out

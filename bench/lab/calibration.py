@@ -252,6 +252,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fault-seed", type=int, default=0, help="Seed of the fault draws (same seed, same faults).")
     p.add_argument("--exit-after", type=int, help="Exit (status 3, as a crash) when this many requests have come.")
     p.add_argument(
+        "--hang-first",
+        type=int,
+        default=0,
+        help="Never answer the first N completion requests (streamed or not), as an engine still warming up.",
+    )
+    p.add_argument(
         "--usage-scale",
         type=float,
         default=1.0,
@@ -284,7 +290,7 @@ async def serve(args: argparse.Namespace) -> None:
     defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens_per_chunk": args.tokens_per_chunk}
     defaults |= {"reasoning_tokens": args.reasoning_tokens, "reasoning_field": args.reasoning_field}
     try:
-        faults = Faults(parse_shares(args.faults), args.fault_seed, args.exit_after)
+        faults = Faults(parse_shares(args.faults), args.fault_seed, args.exit_after, args.hang_first)
     except ValueError as e:
         raise UserError(f"--faults: {e}.") from None
     info = {"model": args.model, "max_model_len": args.max_model_len, "defaults": defaults, "faults": faults}
@@ -390,6 +396,7 @@ def start_server(
     itl_per_stream_ms: float = 0.0,
     reasoning_tokens: int = 0,
     reasoning_field: str = "reasoning_content",
+    hang_first: int = 0,
 ) -> subprocess.Popen:
     """Start the server in a subprocess and return once it printed its ready line.
 
@@ -399,7 +406,7 @@ def start_server(
     faults / exit_after: the --faults and --exit-after options (bench.lab.calibration_faults);
     usage_scale: --usage-scale (the usage lies by that factor, /metrics does not);
     ttft_per_stream_ms / itl_per_stream_ms: the slope of a server that slows with load;
-    reasoning_tokens / reasoning_field: --reasoning-tokens / --reasoning-field.
+    reasoning_tokens / reasoning_field: --reasoning-tokens / --reasoning-field; hang_first: --hang-first.
     """
     cmd = [
         sys.executable,
@@ -434,6 +441,7 @@ def start_server(
     cmd += (
         ["--reasoning-tokens", str(reasoning_tokens), "--reasoning-field", reasoning_field] if reasoning_tokens else []
     )
+    cmd += ["--hang-first", str(hang_first)] if hang_first else []
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     root = str(ROOT)

@@ -3,7 +3,8 @@
 A request gets a fault from its `X-Calibration-Fault` header, or else by chance from the server's
 `--faults NAME=SHARE,...` (drawn from a seeded generator, so a run can be repeated); one server
 can mix them; drawn faults strike only streamed requests, so a client's set-up probes get
-through. `--exit-after N` makes the server exit when the Nth request arrives. The log line
+through. `--exit-after N` makes the server exit when the Nth request arrives; `--hang-first N`
+leaves the first N requests unanswered, streamed or not (an engine still warming up). The log line
 of a faulted request carries `fault`, and every fault is logged, so a test can pair each record
 with what the server did. Stream faults strike at the middle chunk.
 """
@@ -49,13 +50,16 @@ def parse_shares(text: str) -> dict[str, float]:
 class Faults:
     """Which fault (if any) a request gets."""
 
-    def __init__(self, shares: dict[str, float], seed: int = 0, exit_after: int | None = None):
+    def __init__(self, shares: dict[str, float], seed: int = 0, exit_after: int | None = None, hang_first: int = 0):
         self.shares, self.rng, self.exit_after, self.seen = shares, random.Random(seed), exit_after, 0
+        self.hang_first = hang_first
 
     def pick(self, header: str | None, streamed: bool) -> str | None:
         """The fault for the next request: its header's, else (for a stream: not the client's
         probes) one drawn by the shares."""
         self.seen += 1
+        if self.seen <= self.hang_first:
+            return "hang"
         if header:
             return header if header in FAULTS else None
         if self.shares and streamed:

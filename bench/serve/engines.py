@@ -53,6 +53,11 @@ ENGINES = {
             load_format_keys=("load_format",),
             prefix_cache_off_line=r"^[^\S\n]*enable_block_reuse:[^\S\n]*false",  # after blanks only, not in a comment
         ),
+        # Transformers' `transformers serve` (5.19, scripts/transformers.just) loads real weights (no load-format
+        # flag, no options file) and has no prefix cache to turn off. What the client must not send it (ignore_eos,
+        # stream_options) is the instrument's table, bench/instrument/dialect.py; it lists on /v1/models only the
+        # models in the Hugging Face cache folder (HF_HOME), and reports usage in the last chunk only.
+        Engine("transformers", options_flags=(), load_format_flags=(), load_format_keys=()),
     )
 }
 
