@@ -49,6 +49,29 @@ def test_counter_and_integrated_power_agree_with_the_true_energy():
     assert s["gpu_energy"][0]["counter_energy_j"] == pytest.approx(true_energy(0), rel=1e-3)
 
 
+def sparse_counter(name: str, every: int, offset: int) -> list[dict]:
+    """The recording with the energy counter kept in one sample of `every` only, as the sampler reads it."""
+    out, n = [], 0
+    for line in lines(name):
+        if line.get("kind") == "sample":
+            if n % every != offset:
+                for g in line["gpus"]:
+                    g["energy_j"] = None
+            n += 1
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("offset,rel", [(0, 1e-3), (3, 1e-2)])
+def test_a_counter_read_once_a_second_still_gives_the_energy(offset, rel):
+    # offset 0: reads on the window's edges (the sampler reads at each phase change); 3: edges between reads
+    s = energy.summarise(sparse_counter("steady-2gpu.jsonl", 10, offset), *WINDOW, OUT_TOKENS, ALL_TOKENS)
+    truth = true_energy(0) + true_energy(1)
+    assert s["gpu_energy_source"] == "counter" and s["gpu_energy_j"] == s["gpu_energy_counter_j"]
+    assert s["gpu_energy_counter_j"] == pytest.approx(truth, rel=rel)
+    assert s["gpu_energy_integrated_j"] == pytest.approx(summary("steady-2gpu.jsonl")["gpu_energy_integrated_j"])
+
+
 def test_instantaneous_power_integrates_closer_than_the_drivers_1s_average():
     recorded = lines("steady-2gpu.jsonl")
     averaged = json.loads(json.dumps(recorded))

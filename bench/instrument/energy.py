@@ -59,6 +59,38 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
+def _trapezoid(a: dict, b: dict, dt: float, fields: set[str]) -> float | None:
+    """Energy between two samples from their power readings (J), the instantaneous draw where the driver gives it."""
+    for field in ("power_instant_w", "power_w"):
+        if a.get(field) is not None and b.get(field) is not None:
+            fields.add(field)
+            return (a[field] + b[field]) / 2 * dt
+    return None
+
+
+def _counter_spans(good: list[tuple[float, dict]], trapezoids: list[float | None]) -> dict[int, float | str]:
+    """Interval k -> the energy counter's share of it (J), or "reset" (counted once per span).
+
+    The sampler reads the counter only every so often (one read costs ~4 ms of CPU on an H200's
+    driver, the rest of a sample ~30 us), so a span between two counter reads holds several
+    intervals: the counter's energy over the span is shared among them by their integrated power
+    (by time where power is missing). With a counter in every sample a span is one interval."""
+    marks = [k for k, (_, g) in enumerate(good) if g.get("energy_j") is not None]
+    out: dict[int, float | str] = {}
+    for i, j in zip(marks, marks[1:]):
+        e = good[j][1]["energy_j"] - good[i][1]["energy_j"]
+        if e < 0:
+            out[i] = "reset"
+            continue
+        parts = trapezoids[i:j]
+        whole = sum(parts) if all(p is not None for p in parts) else None
+        span = good[j][0] - good[i][0]
+        for k in range(i, j):
+            dt = good[k + 1][0] - good[k][0]
+            out[k] = e * parts[k - i] / whole if whole else e * dt / span if span > 0 else 0.0
+    return out
+
+
 def one_gpu(samples: list[tuple[float, dict]], start: float, end: float, interval: float) -> dict:
     """The energy block of one GPU over [start, end]; see the module docstring."""
     good = [(t, g) for t, g in samples if "error" not in g]
@@ -68,7 +100,9 @@ def one_gpu(samples: list[tuple[float, dict]], start: float, end: float, interva
     all_counter = all_power = True
     gaps, max_gap, resets = 0, 0.0, 0
     fields: set[str] = set()  # which power readings the trapezoid used
-    for (t0, a), (t1, b) in zip(good, good[1:]):
+    trapezoids = [_trapezoid(a, b, t1 - t0, fields) for (t0, a), (t1, b) in zip(good, good[1:])]
+    counted = _counter_spans(good, trapezoids)
+    for k, ((t0, _), (t1, _)) in enumerate(zip(good, good[1:])):
         share = max(0.0, min(t1, end) - max(t0, start)) / (t1 - t0) if t1 > t0 else 0.0
         if share <= 0:
             continue
@@ -76,17 +110,11 @@ def one_gpu(samples: list[tuple[float, dict]], start: float, end: float, interva
         if dt > GAP_INTERVALS * interval:
             gaps += 1
         max_gap = max(max_gap, dt)
-        by_counter = by_power = None
-        if a.get("energy_j") is not None and b.get("energy_j") is not None:
-            if b["energy_j"] >= a["energy_j"]:
-                by_counter = b["energy_j"] - a["energy_j"]
-            else:
-                resets += 1
-        for field in ("power_instant_w", "power_w"):  # the instantaneous draw where the driver gives it
-            if a.get(field) is not None and b.get(field) is not None:
-                by_power = (a[field] + b[field]) / 2 * dt
-                fields.add(field)
-                break
+        by_power = trapezoids[k]
+        by_counter = counted.get(k)
+        if by_counter == "reset":
+            by_counter = None
+            resets += 1
         all_counter &= by_counter is not None
         all_power &= by_power is not None
         counter += share * (by_counter or 0.0)

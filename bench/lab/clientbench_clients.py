@@ -60,6 +60,8 @@ def ours(base_url: str, concurrency: int, n: int, out: Path, cpu: int | None) ->
         "--no-progress",
         "--scrape-interval",  # vLLM's client scrapes nothing: the same load on the server for both
         "0",
+        "--gpu-ids",  # nor samples GPUs: no sampler process beside ours on its core
+        "none",
     ]
     usage = timed(cmd, cpu)
     return usage, {**json.loads((out / "summary.json").read_text()), "_lat": accuracy.latencies_from_run(out)}

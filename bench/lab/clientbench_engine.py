@@ -112,6 +112,8 @@ def together_rows(base: str, c: int, n: int, work: Path) -> list[dict]:
         "--no-progress",
         "--scrape-interval",
         "0",
+        "--gpu-ids",
+        "none",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -85,7 +85,8 @@ def row(c: int, workers: int, servers: int, rounds: int, work: Path, client: Pat
     cmd += ["--tokenizer", str(TINY_MODEL), "--concurrency", str(c), "--num-prompts", str(rounds * c)]
     cmd += ["--input-len", str(INPUT_LEN), "--output-len", str(OUTPUT_LEN)]
     cmd += ["--workers", str(workers)] if workers > 1 or client is None else []  # older clients have one process
-    cmd += ["--out", str(out), "--no-progress", "--scrape-interval", "0", "--connect-timeout", "120"]
+    cmd += ["--out", str(out.resolve()), "--no-progress", "--scrape-interval", "0", "--connect-timeout", "120"]
+    cmd += ["--gpu-ids", "none"] if client is None else []  # the client is measured here, not the GPUs
     began = time.monotonic()
     try:
         env = os.environ | {"PYTHONPATH": str(client)} if client else None

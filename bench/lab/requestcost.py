@@ -34,7 +34,18 @@ def cost(requests: int, concurrency: int, workers: int, profile: bool, server_cp
             os.sched_setaffinity(0, {client_cpu})
             argv = ["--base-url", f"{server.base_url}/v1", "--tokenizer", str(TINY_MODEL), "--no-progress"]
             argv += ["--concurrency", str(concurrency), "--num-prompts", str(requests), "--input-len", "16"]
-            argv += ["--output-len", "2", "--scrape-interval", "0", "--out", f"{tmp}/run", "--workers", str(workers)]
+            argv += [
+                "--output-len",
+                "2",
+                "--scrape-interval",
+                "0",
+                "--gpu-ids",
+                "none",
+                "--out",
+                f"{tmp}/run",
+                "--workers",
+                str(workers),
+            ]
             run = spec.parse(argv)
             prof = cProfile.Profile() if profile else None
             if prof:
