@@ -255,10 +255,12 @@ def top_concurrency() -> int:
     top = 0
     for path in (ROOT / "recipes" / "scenarios").glob("*.toml"):
         spec = tomllib.loads(path.read_text())
-        if spec.get("concurrency"):
-            top = max(top, *spec["concurrency"])
-        else:
-            top = max(top, spec.get("num_prompts", 0), *(s.get("num_prompts", 0) for s in spec["scenario"]))
+        for s in spec["scenario"]:
+            s = spec | s  # top-level keys are every scenario's defaults
+            if s.get("concurrency"):
+                top = max(top, *s["concurrency"])
+            elif s.get("dataset") not in ("mooncake", "burstgpt"):  # a trace's timing sets what is in flight
+                top = max(top, s.get("num_prompts", 0))
     return top
 
 

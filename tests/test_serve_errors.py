@@ -93,7 +93,7 @@ def test_hello_with_nothing_listening(capsys):
 
 def test_guards_with_an_unknown_engine(capsys):
     assert guards.main(["--engine", "tensorrt", "--model", "/m", "--", "trtllm-serve"]) == 2
-    assert "known engines are sglang, trtllm, vllm" in one_error(capsys, "python -m bench.serve.guards")
+    assert "known engines are sglang, transformers, trtllm, vllm" in one_error(capsys, "python -m bench.serve.guards")
 
 
 def test_calibration_server_with_bad_timing(tmp_path, capsys):

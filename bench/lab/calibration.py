@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.processes < 1:
             raise UserError("--processes must be 1 or more.")
         if args.ttft_ms < 0 or args.itl_ms < 0 or args.tokens_per_chunk < 1 or args.reasoning_tokens < 0:
-            raise UserError("--ttft-ms, --itl-ms and --reasoning-tokens must be >= 0 and --tokens-per-chunk >= 1.")
+            raise UserError("--ttft-ms and --itl-ms must be >= 0 (--reasoning-tokens too) and --tokens-per-chunk >= 1.")
         if args.ttft_per_stream_ms < 0 or args.itl_per_stream_ms < 0:
             raise UserError("--ttft-per-stream-ms and --itl-per-stream-ms must be >= 0.")
         run = asyncio.run
