@@ -170,7 +170,9 @@ def test_cli_gives_no_note_for_a_refused_server(moe_model, capsys):
 
 
 def test_an_unknown_engine_is_one_sentence_naming_the_known_ones(capsys):
-    with pytest.raises(UserError, match="unknown engine 'tgi': the known engines are sglang, transformers, trtllm, vllm"):
+    with pytest.raises(
+        UserError, match="unknown engine 'tgi': the known engines are sglang, transformers, trtllm, vllm"
+    ):
         guards.check("tgi", TINY_LLAMA, [])
     rc = guards.main(["--engine", "tgi", "--model", TINY_LLAMA, "--", "text-generation-launcher"])
     known = "the known engines are sglang, transformers, trtllm, vllm"
