@@ -31,13 +31,12 @@ import resource
 import select
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench import paths
 from bench.instrument import gpu, served
+from bench.instrument.companion import Companion, leave_clients_cores
 
 SIGNALS = {signal.SIGUSR1, signal.SIGTERM, signal.SIGINT}
 
@@ -178,10 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     # As the scraper: signals wait until asked for, and SIGINT is the parent's to act on.
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    others = set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0)
-    if others:  # off a pinned client's core (just bench-client pins it)
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, others)
+    leave_clients_cores()
     try:
         source = gpu.open_source(parse_ids(args.ids))
     except gpu.NoGpu as e:
@@ -200,18 +196,16 @@ def nvidia_present() -> bool:
         return shutil.which("nvidia-smi") is not None
 
 
-class GpuSampler:
+class GpuSampler(Companion):
     """The client's handle: start() before the warm-up, measuring() as the measured phase begins,
     stop() after the last request. Without a GPU, or when the sampler fails, the run goes on: one
-    line on stderr says why, and the summary holds no GPU keys.
+    line on stderr says why, and the summary holds no GPU keys (bench.instrument.companion)."""
 
-    Started through `sh -c '... &'` like the scraper, so its CPU never adds to the client's."""
+    what = "GPU sampler"
 
     def __init__(self, out: Path, interval: float, ids: list[int] | None, off: bool = False):
+        super().__init__()
         self.out, self.interval, self.ids, self.off = out, interval, ids, off or interval <= 0
-        self.pid = 0
-        self.pipe = None
-        self.message: str | None = None  # why there is no GPU telemetry, when there is none
 
     def start(self) -> None:
         if self.off:
@@ -221,19 +215,12 @@ class GpuSampler:
         ids = "all" if self.ids is None else ",".join(map(str, self.ids))
         cmd = [sys.executable, "-m", "bench.instrument.gpu_sampler", "--out", str(self.out)]
         cmd += ["--interval", str(self.interval), "--ids", ids, "--client", str(os.getpid())]
-        env = dict(
-            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(paths.ROOT), os.environ.get("PYTHONPATH")]))
+        first = self._launch(
+            cmd, "gpu", 60.0, starting="GPU telemetry: starting the sampler (NVML set-up takes up to a few seconds)"
         )
-        try:
-            shell = subprocess.Popen(
-                ["/bin/sh", "-c", '"$@" &', "gpu", *cmd], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
-            )
-            shell.wait()
-        except OSError as e:
-            return self._say("note", f"the GPU sampler did not start ({e}); the run goes on without it")
-        self.pipe = shell.stdout
-        print("GPU telemetry: starting the sampler (NVML set-up takes up to a few seconds)", file=sys.stderr)
-        pid, _, said = self._line(60.0).partition(" ")
+        if first is None:
+            return
+        pid, said = first
         self.pid = int(pid) if pid.isdigit() and said == "ready" else 0
         if said.startswith("info: "):
             self._say("info", said[len("info: ") :])
@@ -242,19 +229,12 @@ class GpuSampler:
 
     def measuring(self) -> None:
         if self.pid:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGUSR1)
+            self._signal(signal.SIGUSR1)
 
     def stop(self) -> dict | None:
         """SIGTERM, wait, and the summary's "gpu_sampler" block from the cost line; None when
         there is no gpu.jsonl (off, or no GPU)."""
-        if self.pid:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGTERM)
-            if not self._ended(15.0):
-                self._gone("did not stop in 15 s")
-        if self.pipe is not None:
-            self.pipe.close()
+        self._terminate()
         if not self.out.is_file():
             return None
         lines = read_lines(self.out)
@@ -264,31 +244,6 @@ class GpuSampler:
             self._gone("ended without its cost line")
         keys = ("samples", "interval_s", "loop_cpu_s", "loop_wall_s", "children_cpu_s", "cpu_percent")
         return {"source": devices.get("source"), **{k: (cost or {}).get(k) for k in keys}, "info": self.message}
-
-    def _line(self, timeout: float) -> str:
-        ready, _, _ = select.select([self.pipe], [], [], timeout)
-        return self.pipe.readline().decode().strip() if ready else ""
-
-    def _ended(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self.pipe], [], [], left)
-            if ready and not self.pipe.readline():
-                self.pid = 0
-                return True
-        return False
-
-    def _gone(self, what: str) -> None:
-        if self.pid:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
-            self.pid = 0
-        self._say("note", f"the GPU sampler {what}; the run goes on without it")
-
-    def _say(self, kind: str, message: str) -> None:
-        if self.message is None:  # once per run
-            self.message = message
-            print(f"{kind}: {message}", file=sys.stderr)
 
 
 def read_lines(path: Path) -> list[dict]:

@@ -22,12 +22,9 @@ Each line of server.jsonl is one JSON object:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import select
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -35,8 +32,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench import paths
 from bench.instrument import served, telemetry
+from bench.instrument.companion import Companion, leave_clients_cores
 
 TIMEOUT = 5.0  # seconds for one fetch: a server too busy to answer sooner is noted, not waited on
 SIGNALS = {signal.SIGUSR1, signal.SIGTERM, signal.SIGINT}
@@ -149,28 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     # Off the client's core: a client pinned to one (just bench-client's taskset) passes its
     # pinning on to this process, and each scrape would take ~10 ms of CPU from it there.
-    others = set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0)
-    if others:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, others)
+    leave_clients_cores()
     Loop(args.url, args.out, args.interval, args.engine, args.client).run()
     return 0
 
 
-class Scraper:
+class Scraper(Companion):
     """The client's handle: start() before the warm-up, measuring() as the measured phase
     begins, stop() after the last request. A scraper that fails never fails the run: it says so
-    in one `note:` line on stderr and the run goes on.
+    in one `note:` line on stderr and the run goes on (bench.instrument.companion)."""
 
-    The scraper is started through `sh -c '... &'`, so it is not the client's child: a child's
-    CPU, once reaped, is added to its parent's in wait4() and `time`, which is how
-    `just bench-client` weighs the client. It answers on a pipe whose end (EOF) says it exited."""
+    what = "telemetry scraper"
 
     def __init__(self, url: str, out: Path, interval: float, engine: str):
+        super().__init__()
         self.url, self.out, self.interval, self.engine = url, out, interval, engine
-        self.pid = 0  # the scraper's; 0 when none runs
-        self.pipe = None  # its stdout
-        self.message: str | None = None  # why there is no telemetry, when there is none
 
     @classmethod
     def for_run(cls, base_url: str, engine: str | None, run: Path, interval: float) -> Scraper:
@@ -184,18 +174,10 @@ class Scraper:
             return
         cmd = [sys.executable, "-m", "bench.instrument.scrape", "--url", self.url, "--out", str(self.out)]
         cmd += ["--interval", str(self.interval), "--engine", self.engine, "--client", str(os.getpid())]
-        env = dict(
-            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(paths.ROOT), os.environ.get("PYTHONPATH")]))
-        )
-        try:
-            shell = subprocess.Popen(
-                ["/bin/sh", "-c", '"$@" &', "scrape", *cmd], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
-            )
-            shell.wait()  # at once: the shell only starts the scraper in the background
-        except OSError as e:
-            return self._note(f"the telemetry scraper did not start ({e}); the run goes on without it")
-        self.pipe = shell.stdout
-        pid, _, said = self._line(30.0).partition(" ")  # start-up (imports) and the first scrape
+        first = self._launch(cmd, "scrape", 30.0)  # start-up (imports) and the first scrape
+        if first is None:
+            return
+        pid, said = first
         self.pid = int(pid) if pid.isdigit() else 0
         if said.startswith("info: "):
             self._note(said[len("info: ") :])
@@ -214,12 +196,7 @@ class Scraper:
         """SIGTERM, wait, and the summary's "scraper" block from the cost line (None when off)."""
         if self.interval <= 0:
             return None
-        if self.pid:
-            self._signal(signal.SIGTERM)
-            if not self._ended(15.0):
-                self._gone("did not stop in 15 s")
-        if self.pipe is not None:
-            self.pipe.close()
+        self._terminate()
         cost = _cost_line(self.out)
         if cost is None and not self.message:
             self._gone("ended without its cost line")
@@ -227,34 +204,8 @@ class Scraper:
         keys = ("scrapes", "mean_ms", "max_ms", "cpu_s")
         return {**{k: cost.get(k) for k in keys}, "info": self.message}
 
-    def _line(self, timeout: float) -> str:
-        ready, _, _ = select.select([self.pipe], [], [], timeout)
-        return self.pipe.readline().decode().strip() if ready else ""
-
-    def _ended(self, timeout: float) -> bool:
-        """Wait for the pipe's end: the scraper has exited (its cost line is written before)."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self.pipe], [], [], left)
-            if ready and not self.pipe.readline():
-                self.pid = 0
-                return True
-        return False
-
-    def _signal(self, signum: int) -> None:
-        with contextlib.suppress(OSError):  # gone already: the next answer says so
-            os.kill(self.pid, signum)
-
-    def _gone(self, what: str) -> None:
-        if self.pid:
-            self._signal(signal.SIGKILL)
-            self.pid = 0
-        self._note(f"the telemetry scraper {what}; the run goes on without it")
-
     def _note(self, message: str) -> None:
-        if self.message is None:  # once per run
-            self.message = message
-            print(f"note: {message}", file=sys.stderr)
+        self._say("note", message)
 
 
 def _cost_line(path: Path) -> dict | None:
