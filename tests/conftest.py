@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from bench.lab.calibration import start_server, stop_server
 from bench.serve.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +63,29 @@ def tf_engine():
     stopped = just("tf-stop", str(port))
     assert stopped.returncode == 0, stopped.stderr
     assert not process_group_alive(pid), "the Transformers engine left a process behind"
+
+
+@pytest.fixture
+def calibration(tmp_path):
+    """Start calibration servers with the given settings (logs in tmp_path/server-N.jsonl); all stopped at the end."""
+    servers = []
+
+    def start(**settings):
+        proc = start_server(0, log=tmp_path / f"server-{len(servers)}.jsonl", **settings)
+        servers.append(proc)
+        return proc
+
+    yield start
+    for proc in servers:
+        stop_server(proc)
+
+
+@contextlib.contextmanager
+def on_core(core: int):
+    """This process on one core (the calibration server has the other), as the accuracy targets assume."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,24 +14,11 @@ import pytest
 
 from bench.cli import main
 from bench.instrument.records import read_records
-from bench.lab.calibration import read_log, start_server, stop_server
+from bench.lab.calibration import read_log, stop_server
+from conftest import on_core
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
-
-
-@pytest.fixture
-def calibration(tmp_path):
-    servers = []
-
-    def start(**timing):
-        proc = start_server(0, log=tmp_path / f"server-{len(servers)}.jsonl", **timing)
-        servers.append(proc)
-        return proc
-
-    yield start
-    for proc in servers:
-        stop_server(proc)
 
 
 def bench_run(server, out: Path, *extra: str) -> int:
@@ -58,17 +43,6 @@ def paired(server, log_path: Path, out: Path):
     log = {rid.rsplit("-", 1)[1]: e for rid, e in read_log(log_path).items()}
     recs = [r for r in read_records(out / "requests.jsonl") if not r.warmup]
     return [(r, log[str(r.id)]) for r in recs], t0
-
-
-@contextlib.contextmanager
-def on_core(core: int):
-    """Run this process on one core (the server has the other), as the accuracy targets assume."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 @pytest.mark.parametrize("concurrency", [1, 32])

@@ -10,25 +10,11 @@ import pytest
 
 from bench.instrument import metrics
 from bench.lab import accuracy
-from bench.lab.calibration import read_log, start_server, stop_server
-from test_run_calibration import bench_run, on_core, paired
+from bench.lab.calibration import read_log
+from conftest import on_core
+from test_run_calibration import bench_run, paired
 
 REASONING, OUTPUT = 16, 24
-
-
-@pytest.fixture
-def calibration(tmp_path):
-    """Start calibration servers (logging to tmp_path/server-N.jsonl); all stopped at the end."""
-    servers = []
-
-    def start(**settings):
-        proc = start_server(0, log=tmp_path / f"server-{len(servers)}.jsonl", **settings)
-        servers.append(proc)
-        return proc
-
-    yield start
-    for proc in servers:
-        stop_server(proc)
 
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])

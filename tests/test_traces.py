@@ -4,9 +4,7 @@ shared blocks token for token; BurstGPT's CSV; and what a bad trace file says.""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +14,11 @@ from bench.cli import main
 from bench.instrument import traces, workload
 from bench.instrument.records import read_records
 from bench.lab.calibration import read_log, start_server, stop_server
+from conftest import on_core
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
 TRACE = ROOT / "tests" / "data" / "mooncake-small.jsonl"
-
-
-@contextlib.contextmanager
-def on_core(core: int):
-    """This process on one core, the server on the other (as the calibration accuracy tests run)."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def replay(tmp_path: Path, *extra: str, fmt: str = "mooncake", path: Path = TRACE, n: int = 24):

@@ -15,24 +15,10 @@ import pytest
 from bench.instrument import metrics
 from bench.instrument.records import read_records
 from bench.instrument.schedule import arrival_times
-from bench.lab.calibration import read_log, start_server, stop_server
+from bench.lab.calibration import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
-
-
-@pytest.fixture
-def calibration(tmp_path):
-    servers = []
-
-    def start(**timing):
-        proc = start_server(0, log=tmp_path / f"server-{len(servers)}.jsonl", **timing)
-        servers.append(proc)
-        return proc
-
-    yield start
-    for proc in servers:
-        stop_server(proc)
 
 
 def command(server, out: Path, *extra: str) -> list[str]:
