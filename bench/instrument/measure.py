@@ -114,12 +114,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     gc.collect()
     gc.freeze()
     gc.disable()
-    if spec.dataset in more.KINDS:  # a conversation's turns, a trace's shared blocks: one process keeps them in order
-        n_workers, why = 1, f"{spec.dataset}: one process"
-    elif spec.until_steady:  # the steadiness watch sees every record as it ends: one process
-        n_workers, why = 1, "--until-steady: one process"
-    else:
-        n_workers, why = workers.choose(spec, len(prompts))
+    n_workers, why = workers.choose(spec, len(prompts))
     workers.raise_open_files()
     ran = None
     cpu = time.process_time()

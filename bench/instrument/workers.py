@@ -35,7 +35,7 @@ from time import perf_counter
 
 import orjson
 
-from bench.instrument import workload
+from bench.instrument import sessions, traces, workload
 from bench.instrument.reasoning import think_tags
 from bench.instrument.records import RecordWriter
 from bench.instrument.runner import Load, Progress, Runner
@@ -53,8 +53,15 @@ PROGRESS_EVERY = 0.5  # s between a worker's progress reports, when the parent d
 START_MARGIN = 0.05  # s from the last worker's "ready" to the shared start: time for every one to hear it
 
 
+ONE_PROCESS_DATASETS = sessions.DATASETS + traces.FORMATS  # spec.py refuses --workers above 1 for these
+
+
 def choose(spec: RunSpec, requests: int) -> tuple[int, str]:
     """How many workers, and why (said in the summary)."""
+    if spec.dataset in ONE_PROCESS_DATASETS:  # a conversation's turns, a trace's shared blocks: kept in order
+        return 1, f"{spec.dataset}: one process"
+    if spec.until_steady:  # the steadiness watch sees every record as it ends
+        return 1, "--until-steady: one process"
     cores = len(os.sched_getaffinity(0))
     most = min(x for x in (spec.concurrency, requests) if x) if requests else 1
     if spec.workers:
