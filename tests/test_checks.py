@@ -117,6 +117,13 @@ def test_a_shared_prefix_is_expected_in_the_cache():
     assert c["prefix_cache"]["status"] == "pass" and c["prefix_cache"]["limit"] == 0.5
 
 
+def test_a_window_no_scrape_fell_in_says_queueing_went_unchecked():
+    server = [scrape("before", 0.0, running=0, waiting=0), scrape("after", 0.5, running=0, waiting=0)]
+    c = by_name(run_checks(recs(), server, MANIFEST, {**SUMMARY, "duration": 0.5}))
+    assert c["queueing"]["status"] == "warn" and c["queueing"]["figure"] is None
+    assert "no scrape fell inside the 0.50 s measured window" in c["queueing"]["why"]
+
+
 def test_no_telemetry_leaves_only_the_client_checks():
     assert [c["check"] for c in run_checks(recs(), [], MANIFEST, SUMMARY)] == ["client_send_lag"]
 

@@ -76,6 +76,8 @@ def run_checks(records: list[Record], server: list[dict], manifest: dict, summar
         out += _counter_checks(records, before, after, manifest, summary)
     if during:
         out += _level_checks(during, records)
+    elif before and "waiting" in before.get("values", {}):
+        out.append(_unscraped(summary))
     out += _client_checks(manifest, summary)
     return out
 
@@ -176,6 +178,17 @@ def _level_checks(during: list[dict], records: list[Record]) -> list[dict]:
         )
     out += _steadiness(during, records)
     return out
+
+
+def _unscraped(summary: dict) -> dict:
+    """The server exports its queue, but no periodic scrape fell inside the window (a run shorter
+    than the scrape interval, or scrapes slowed by a loaded server): queueing went unchecked."""
+    window = summary.get("duration") or 0
+    why = (
+        f"no scrape fell inside the {window:.2f} s measured window, so queueing and KV-cache use went unchecked; "
+        "lengthen the run or shorten --scrape-interval"
+    )
+    return _check("queueing", "warn", None, 0, why)
 
 
 def _cv(values: list[float]) -> float:
