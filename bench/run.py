@@ -51,6 +51,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"stopped by {st['stopped_by']} after {st['measured']} requests; {known} (95 %)", file=sys.stderr)
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
+    for c in summary.get("checks") or []:  # the doubts; `bench check RUN` prints every check
+        if c["status"] != "pass":
+            print(f"check {c['check']} {c['status']}: {c['why']}", file=sys.stderr)
     verdict = summary["verdict"]
     if verdict["status"] != "ok":
         print(f"run {verdict['status']}: {'; '.join(verdict['reasons'])}", file=sys.stderr)

@@ -231,6 +231,11 @@ def _client_checks(manifest: dict, summary: dict) -> list[dict]:
         # A closed loop at high concurrency sends whole rounds at once when many streams end together.
         limit = CLOSED_LAG_MS if closed else 1.0
         why = f"send lag p99 {lag:.2f} ms ({'closed' if closed else 'open'} loop, limit {limit:g} ms)"
+        if lag >= limit:
+            why += (
+                ": requests went out later than due, so the load was lighter than planned; the client "
+                "was starved of CPU (an engine on its cores) or could not keep up (client_cpu)"
+            )
         out.append(_check("client_send_lag", "pass" if lag < limit else "warn", round(lag, 3), limit, why))
     cpu = summary.get("client_cpu_ms_per_1k_chunks")
     if cpu is not None and (summary.get("total_chunks") or 0) >= MIN_CHUNKS_FOR_CPU:
