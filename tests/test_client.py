@@ -8,6 +8,7 @@ import time
 import pytest
 import uvloop
 
+from bench.instrument import client
 from bench.instrument.client import RawTransport
 from bench.instrument.records import Record
 from bench.lab.calibration import read_log, start_server, stop_server
@@ -85,3 +86,31 @@ def test_a_connection_is_reused_and_a_closed_one_is_replaced(tmp_path):
     assert pools[1][0] is pools[0][0], "the second request should reuse the first one's connection"
     assert pools[2][0] is not pools[1][0], "a closed connection must not be handed out again"
     assert [r.completion_tokens for r in recs] == [3, 3, 3] and all(r.ok for r in recs)
+
+
+def test_a_connection_idle_too_long_is_replaced_not_reused(tmp_path, monkeypatch):
+    """Servers drop idle keep-alive connections (uvicorn after 5 s); one idle longer than STALE is
+    closed and a new one opened, so no request is written into a connection being closed."""
+    server = start_server(0, log=tmp_path / "server.jsonl", ttft_ms=1, itl_ms=1)
+
+    async def main():
+        transport = RawTransport(server.base_url + "/v1", "completions", {})
+        conns, recs = [], []
+        for i in range(3):
+            rec = Record(id=i, warmup=False, scheduled=0.0, sent=0.0)
+            _, fill = await transport.send({**STREAM, "max_tokens": 2}, f"s{i}", rec)
+            fill()
+            recs.append(rec)
+            conns.append(transport._idle[-1])
+            if i == 1:
+                conns[-1].idle_since -= client.STALE  # as if it had lain in the pool that long
+        await transport.close()
+        return conns, recs
+
+    try:
+        conns, recs = uvloop.run(main())
+    finally:
+        stop_server(server)
+    assert conns[1] is conns[0], "a connection used a moment ago is reused"
+    assert conns[2] is not conns[1] and conns[1].closed, "a stale one is closed and replaced"
+    assert all(r.ok for r in recs)

@@ -53,6 +53,11 @@ WAKE_PER_READ = 256
 # shortest timeout when that is less): a timer per request cost ~2 us to set and cancel, and
 # asyncio.timeout() per request ~4 us more, while a sweep over 1,000 streams costs ~0.2 ms.
 SWEEP = 0.25
+# A pooled connection idle this long is closed and replaced instead of reused: servers drop idle
+# keep-alive connections (uvicorn, under vLLM, SGLang and TensorRT-LLM's servers, after 5 s), and a
+# request written into one the server is closing fails with no byte of a response (seen on the
+# CPU engine, when a starved client came back to its pool 5 s later: 9 of 160 requests lost).
+STALE = 4.0
 
 
 class _Poller:
@@ -257,20 +262,26 @@ class RawTransport:
 
     async def _open(self):
         if self.ssl is not None:
-            return await TlsConnection.open(self.host, self.port, self.ssl, self.connect_timeout)
-        loop = asyncio.get_running_loop()
-        if self._poller is None:
-            self._poller = _Poller(loop)
-        if self._addr is None:
-            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-            self._addr = infos[0][4]
-        return await _Connection.open(self._addr, self._poller, self.connect_timeout)
+            conn = await TlsConnection.open(self.host, self.port, self.ssl, self.connect_timeout)
+        else:
+            loop = asyncio.get_running_loop()
+            if self._poller is None:
+                self._poller = _Poller(loop)
+            if self._addr is None:
+                infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                self._addr = infos[0][4]
+            conn = await _Connection.open(self._addr, self._poller, self.connect_timeout)
+        conn.idle_since = perf_counter()
+        return conn
 
     async def _connection(self):
+        """A pooled connection that is open and not STALE (closing those passed over), or a new one."""
+        now = perf_counter()
         while self._idle:
             conn = self._idle.pop()
-            if not conn.closed:
+            if not conn.closed and now - conn.idle_since < STALE:
                 return conn
+            conn.close()
         return await self._open()
 
     async def preconnect(self, n: int) -> None:
@@ -295,7 +306,10 @@ class RawTransport:
         """
         data = body if type(body) is bytes else self.prepare(body, request_id)
         idle = self._idle
-        conn = idle.pop() if idle and not idle[-1].closed else await self._connection()  # no coroutine when pooled
+        if idle and not idle[-1].closed and perf_counter() - idle[-1].idle_since < STALE:
+            conn = idle.pop()  # no coroutine when pooled
+        else:
+            conn = await self._connection()
         done = conn.start(self.api, self.think)
         if self.kept is not None:
             conn.reader.raw = self.kept[request_id] = []
@@ -318,11 +332,13 @@ class RawTransport:
             raise
         del busy[conn]
         reader, reusable = _take(conn)
+        end = end if end is not None else perf_counter()
         if reusable:
+            conn.idle_since = end
             self._idle.append(conn)
         else:
             conn.close()
-        return (end if end is not None else perf_counter()), lambda: reader.result().fill(rec, self.count)
+        return end, lambda: reader.result().fill(rec, self.count)
 
     def pending(self) -> int:
         """Responses that ended but whose requests have not been woken yet (WAKE_PER_READ a poll)."""
