@@ -61,8 +61,9 @@ def test_chunk_times_are_the_kernels_even_while_the_loop_is_blocked(tmp_path, ru
     assert all(0 <= e < 0.5 for e in errors_ms), errors_ms
 
 
-def test_a_connection_is_reused_and_a_closed_one_is_replaced(tmp_path):
-    server = start_server(0, log=tmp_path / "server.jsonl", ttft_ms=1, itl_ms=1)
+def three_requests(server, meddle) -> tuple[list[list], list[Record]]:
+    """Three requests through one transport; after each, the idle pool as it stands, and
+    `meddle(i, pooled connection)` to age or close it before the next."""
 
     async def main():
         transport = RawTransport(server.base_url + "/v1", "completions", {})
@@ -73,44 +74,41 @@ def test_a_connection_is_reused_and_a_closed_one_is_replaced(tmp_path):
             fill()
             recs.append(rec)
             pools.append(list(transport._idle))
-            if i == 1:
-                pools[-1][0].close()  # as when the server drops an idle keep-alive connection
+            meddle(i, pools[-1][0])
         await transport.close()
         return pools, recs
 
     try:
-        pools, recs = uvloop.run(main())
+        return uvloop.run(main())
     finally:
         stop_server(server)
+
+
+def test_a_connection_is_reused_and_a_closed_one_is_replaced(tmp_path):
+    server = start_server(0, log=tmp_path / "server.jsonl", ttft_ms=1, itl_ms=1)
+
+    def drop(i, conn):
+        if i == 1:
+            conn.close()  # as when the server drops an idle keep-alive connection
+
+    pools, recs = three_requests(server, drop)
     assert [len(p) for p in pools] == [1, 1, 1]
     assert pools[1][0] is pools[0][0], "the second request should reuse the first one's connection"
     assert pools[2][0] is not pools[1][0], "a closed connection must not be handed out again"
     assert [r.completion_tokens for r in recs] == [3, 3, 3] and all(r.ok for r in recs)
 
 
-def test_a_connection_idle_too_long_is_replaced_not_reused(tmp_path, monkeypatch):
+def test_a_connection_idle_too_long_is_replaced_not_reused(tmp_path):
     """Servers drop idle keep-alive connections (uvicorn after 5 s); one idle longer than STALE is
     closed and a new one opened, so no request is written into a connection being closed."""
     server = start_server(0, log=tmp_path / "server.jsonl", ttft_ms=1, itl_ms=1)
 
-    async def main():
-        transport = RawTransport(server.base_url + "/v1", "completions", {})
-        conns, recs = [], []
-        for i in range(3):
-            rec = Record(id=i, warmup=False, scheduled=0.0, sent=0.0)
-            _, fill = await transport.send({**STREAM, "max_tokens": 2}, f"s{i}", rec)
-            fill()
-            recs.append(rec)
-            conns.append(transport._idle[-1])
-            if i == 1:
-                conns[-1].idle_since -= client.STALE  # as if it had lain in the pool that long
-        await transport.close()
-        return conns, recs
+    def age(i, conn):
+        if i == 1:
+            conn.idle_since -= client.STALE  # as if it had lain in the pool that long
 
-    try:
-        conns, recs = uvloop.run(main())
-    finally:
-        stop_server(server)
+    pools, recs = three_requests(server, age)
+    conns = [p[0] for p in pools]
     assert conns[1] is conns[0], "a connection used a moment ago is reused"
     assert conns[2] is not conns[1] and conns[1].closed, "a stale one is closed and replaced"
     assert all(r.ok for r in recs)
