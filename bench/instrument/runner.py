@@ -25,6 +25,14 @@ SPIN = 1e-3  # s before a due time from which the runner yields instead of sleep
 # Request bytes are encoded before timing starts (orjson, headers: ~3 us a request saved from the
 # moment many streams end together) unless the prompts are larger than this all together.
 PREPARE_BYTES = 256 << 20
+# A request's record is parsed and written DEFER after it ended, WRITE_SLICE records a loop turn
+# (~15 us each for 128 chunks), reading in between. When a thousand streams end together, the
+# client is busiest then (reading their ends, sending their next requests); writing their
+# records in that moment held the loop up to 50 ms (the next round's first and second chunks met
+# in one read, sharing the later stamp: first-chunk errors of 20 and 40 ms at C=1,024 and 8,192)
+# and made the later ends wait (send lag p99 ~40 ms at C=1,024); a moment later it has time.
+DEFER = 0.25
+WRITE_SLICE = 32
 
 
 @dataclass
@@ -78,7 +86,7 @@ class Runner:
         self.stopping = 0  # the signal that stopped the run, 0 while it goes on
         self.id_base = 0  # ids continue from the warm-up phase into the measured one
         self.tasks: list[asyncio.Task] = []
-        self.ended: list = []  # (record, fill) of requests ended in this loop turn
+        self.ended: list = []  # (record, fill, when it ended) of requests whose records are not written yet
         # Called once, right before the first measured request; it may return the moment the
         # measured phase starts (a worker of several waits there for the shared start).
         self.on_measure_start = on_measure_start
@@ -126,18 +134,18 @@ class Runner:
             end = self._failed(rec, "timeout_first_token", str(e))
         except asyncio.CancelledError:
             self._failed(rec, "interrupted", "the run was interrupted before this request finished")
-            self.ended.append((rec, None))
+            self.ended.append((rec, None, 0.0))
             self.write_ended()
             raise
         except (ConnectionResetError, BrokenPipeError) as e:
             end = self._failed(rec, "reset", f"{type(e).__name__}: {e}")
         except OSError as e:  # refused, unreachable, unknown host: no server takes the connection
             end = self._failed(rec, "server_gone", f"{type(e).__name__}: {e}")
-        # Parsed and written in a later callback, so that this worker's next request goes out
-        # first; requests ending in the same loop turn are written together, in one write.
-        self.ended.append((rec, fill))
+        # Parsed and written DEFER later, so that this worker's next request, and those of the
+        # streams ending with it, go out first; records due together are written in one write.
+        self.ended.append((rec, fill, perf_counter()))
         if len(self.ended) == 1:
-            asyncio.get_running_loop().call_soon(self._write_when_sent)
+            asyncio.get_running_loop().call_later(DEFER, self._write_due)
         return end
 
     def request_id(self, rid: int) -> str:
@@ -150,28 +158,40 @@ class Runner:
         rec.error_kind, rec.error = kind, message
         return now
 
-    def _write_when_sent(self) -> None:
-        """Write the ended requests' records once the transport has no more ended responses to hand
-        over: when a thousand streams end together, their next requests go out before any record
-        is parsed and written (writing between them held the last sends back by several ms)."""
+    def _write_due(self) -> None:
+        """Write the records ended DEFER ago or more, WRITE_SLICE a loop turn, none while the
+        transport still has ended responses to hand over; then come back when the next is due."""
+        loop = asyncio.get_running_loop()
         pending = getattr(self.transport, "pending", None)
         if pending is not None and pending():
-            asyncio.get_running_loop().call_soon(self._write_when_sent)
-        else:
-            self.write_ended()
+            loop.call_soon(self._write_due)
+            return
+        due, ended = perf_counter() - DEFER, self.ended
+        n, most = 0, min(len(ended), WRITE_SLICE)
+        while n < most and ended[n][2] <= due:
+            n += 1
+        if n:
+            self.write_ended(n)
+        if self.ended:
+            wait = self.ended[0][2] - due
+            loop.call_soon(self._write_due) if wait <= 0 else loop.call_later(wait, self._write_due)
 
-    def write_ended(self) -> None:
-        """Write the records of the requests that ended (also called once more at the end)."""
-        ended, self.ended = self.ended, []
+    def write_ended(self, most: int | None = None) -> None:
+        """Write the records of the requests that ended, the first `most` of them (None: all; so is
+        the last call, at the end)."""
+        if most is None or len(self.ended) <= most:
+            ended, self.ended = self.ended, []
+        else:
+            ended, self.ended = self.ended[:most], self.ended[most:]
         if ended:
-            for rec, fill in ended:
+            for rec, fill, _ in ended:
                 self._finish(rec, fill)
-            self.writer.write_many([rec for rec, _ in ended])
+            self.writer.write_many([rec for rec, _, _ in ended])
             if self.watch is not None:
                 self._watch(ended)
 
     def _watch(self, ended) -> None:
-        for rec, _ in ended:
+        for rec, _, _ in ended:
             if self.in_flight.pop(rec.id, None) is not None:
                 self.watch.seen(rec)
         oldest = min((r.sent for r in self.in_flight.values() if r.sent), default=None)
@@ -230,7 +250,8 @@ class Runner:
                     or (deadline is not None and max(due, perf_counter()) > deadline)
                 ):
                     return
-                await until(due)  # uvloop's timers keep whole milliseconds and may fire up to one early
+                if due > perf_counter():  # a closed loop's are past: no coroutine to start
+                    await until(due)  # uvloop's timers keep whole milliseconds and may fire up to one early
                 if self._enough(warmup):  # judged steady while this worker waited for its arrival
                     return
                 free = await self.one(ids[k], prompts[k], max(due, free), warmup, load.timeout, bodies[k])
