@@ -90,6 +90,8 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     # nor after 19,744 failed).
     arrivals = schedule.arrival_times(len(prompts), spec.rate, spec.burstiness, spec.seed) if spec.rate else None
     arrivals = more.arrivals(spec, prompts) if spec.dataset in more.KINDS else arrivals
+    if spec.ramp_up and spec.concurrency and not spec.rate:
+        arrivals = schedule.ramp_times(len(prompts), spec.concurrency, spec.ramp_up)
     load = Load(spec.concurrency, spec.rate, arrivals, spec.duration, spec.request_timeout)
     load.connections = more.connections(spec, arrivals)
     transport = open_transport(spec, workload.token_counter(tok), think=think_tags(tok))
@@ -305,6 +307,7 @@ def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t
             "concurrency": spec.concurrency,
             "rate": spec.rate,
             "burstiness": spec.burstiness,
+            "ramp_up": spec.ramp_up,
             "warmup": spec.warmup,
             "duration": spec.duration,
             "min_success": spec.min_success,

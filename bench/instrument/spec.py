@@ -69,6 +69,7 @@ class RunSpec:
     ci_target: float = 0.02  # relative 95 % half-width of output throughput and mean TPOT
     min_requests: int = 50  # completed requests the window must hold before it may be called steady
     max_requests: int = 2000  # cap on measured requests with --until-steady (replaces --num-prompts)
+    ramp_up: float = 0.0  # closed loop: the streams' first requests spread evenly over this many seconds
 
     @property
     def api_key(self) -> str | None:
@@ -161,6 +162,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--num-prompts", type=pos, default=100, help="Measured requests to send.")
     ld.add_argument("--duration", type=posf, help="Stop sending after this many seconds (whichever ends first).")
     ld.add_argument("--warmup", type=int, default=0, help="Requests sent first and left out of the statistics.")
+    ld.add_argument(
+        "--ramp-up",
+        type=float,
+        default=0.0,
+        help="Closed loop: start the streams evenly over this many seconds instead of all at once (their first "
+        "requests are scheduled so, and send lag is measured against that schedule).",
+    )
     ld.add_argument(
         "--workers",
         type=pos,
@@ -366,6 +374,11 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         raise UserError("--until-steady judges every record as it ends in one client process; drop --workers")
     if args.warmup < 0 or args.prefix_len < 0:
         raise UserError("--warmup and --prefix-len cannot be negative")
+    if args.ramp_up < 0 or (args.ramp_up and (args.rate is not None or sessions_or_trace)):
+        raise UserError(
+            "--ramp-up takes seconds >= 0 and applies to a closed loop (--concurrency without --rate, not sessions "
+            "or traces): an open loop's arrivals are spread already"
+        )
     random = args.dataset == "random"
     exact = args.dataset in ("random", "sessions", "mooncake", "burstgpt")  # lengths the workload fixes
     spec = RunSpec(
@@ -409,6 +422,7 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         think_time=args.think_time,
         session_fault=args.session_fault,
         time_scale=args.time_scale,
+        ramp_up=args.ramp_up,
     )
     return replace(spec, **_steady(args))
 
