@@ -72,10 +72,23 @@ def stamp_errors(out: Path, entries: dict[str, dict]) -> tuple[np.ndarray, int]:
     return np.asarray(first), late
 
 
-def row(c: int, workers: int, servers: int, rounds: int, work: Path, client: Path | None = None) -> dict:
+def later_send_lag_p99(out: Path, c: int) -> float | None:
+    """Send lag p99 (ms) of the requests after each stream's first: those are due when a stream
+    frees, while the first round's are all due at the start (or over --ramp-up), so its lag is how
+    long the client takes to send C requests from a standing start."""
+    lags = [r.sent - r.scheduled for r in read_records(out / "requests.jsonl") if not r.warmup and r.id >= c]
+    return float(np.percentile(lags, 99)) * 1e3 if lags else None
+
+
+def row(
+    c: int, workers: int, servers: int, rounds: int, work: Path, client: Path | None = None, ramp: float = 0.0
+) -> dict:
     """One concurrency: a fresh server fleet, one client run, its errors against the server's log;
-    `client`: run the client from that checkout instead (a before/after comparison on one host)."""
-    name = f"c{c}-w{workers}-s{servers}" + (f"-{client.name}" if client else "")
+    `client`: run the client from that checkout instead (a before/after comparison on one host);
+    `ramp`: the streams start over this many seconds (--ramp-up)."""
+    name = f"c{c}-w{workers}-s{servers}" + (f"-{client.name}" if client else "") + (f"-ramp{ramp:g}" if ramp else "")
+    taken = sum(1 for p in work.iterdir() if p.is_dir() and (p.name == name or p.name.startswith(f"{name}-run")))
+    name += f"-run{taken + 1}" if taken else ""  # the same row twice in one table: each keeps its own folder
     log, out = work / f"{name}-server.jsonl", work / name
     server = start_server(
         0, log=log, ttft_ms=TTFT_MS, itl_ms=ITL_MS, cpu=f"0-{servers - 1}", processes=servers, timeout=120
@@ -87,6 +100,7 @@ def row(c: int, workers: int, servers: int, rounds: int, work: Path, client: Pat
     cmd += ["--workers", str(workers)] if workers > 1 or client is None else []  # older clients have one process
     cmd += ["--out", str(out.resolve()), "--no-progress", "--scrape-interval", "0", "--connect-timeout", "120"]
     cmd += ["--gpu-ids", "none"] if client is None else []  # the client is measured here, not the GPUs
+    cmd += ["--ramp-up", str(ramp)] if ramp else []
     began = time.monotonic()
     try:
         env = os.environ | {"PYTHONPATH": str(client)} if client else None
@@ -111,7 +125,9 @@ def row(c: int, workers: int, servers: int, rounds: int, work: Path, client: Pat
         "ITL p99 err ms": err.get("itl_p99_error_ms"),
         "% of offered tok/s": 100 * (summary["output_throughput"] or 0) / offered,
         "client CPU ms / 1k chunks": summary["client_cpu_ms_per_1k_chunks"],
+        "ramp-up ms": ramp * 1e3,
         "send lag p99 ms": summary["p99_send_lag_ms"],
+        "after 1st round": later_send_lag_p99(out, c),
         "chunks >1 ms late": late,
         "server lag p99 ms": send_lag_stats(log)["p99_ms"],
         "wall s": round(time.monotonic() - began, 1),
@@ -120,7 +136,13 @@ def row(c: int, workers: int, servers: int, rounds: int, work: Path, client: Pat
 
 
 def table(
-    concurrencies: list[int], workers: list[int], servers: list[int], rounds: int, out: Path, client: Path | None = None
+    concurrencies: list[int],
+    workers: list[int],
+    servers: list[int],
+    rounds: int,
+    out: Path,
+    client: Path | None = None,
+    ramp: float = 0.0,
 ) -> str:
     """Run every row; print each as it comes (to stderr), return the markdown table."""
     work = out / f"scale-{datetime.now():%Y%m%d-%H%M%S}"
@@ -128,9 +150,9 @@ def table(
     rows = []
     for c, w, s in zip(concurrencies, workers, servers):
         print(f"scale: C={c}, {w} client and {s} server processes, {rounds * c} requests", file=sys.stderr, flush=True)
-        rows.append(row(c, w, s, rounds, work))
+        rows.append(row(c, w, s, rounds, work, ramp=ramp))
         if client is not None:  # the same row from the other checkout, right after: side by side on one host
-            rows.append(row(c, w, s, rounds, work, client))
+            rows.append(row(c, w, s, rounds, work, client, ramp))
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     text = (
         f"## Scale (true TTFT {TTFT_MS:g} ms, ITL {ITL_MS:g} ms, {OUTPUT_LEN} tokens; server processes on the first "
@@ -163,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--rounds", type=int, default=2, help="Requests per stream (each takes ~2.6 s).")
     p.add_argument(
+        "--ramp-up",
+        type=float,
+        default=0.0,
+        help="Start the streams over this many seconds (bench run --ramp-up); default all at once.",
+    )
+    p.add_argument(
         "--compare-with",
         type=Path,
         help="Another checkout of this project (e.g. `git worktree add /tmp/base <commit>`): each row is also run "
@@ -178,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--compare-with {args.compare_with} holds no bench/ package; give a checkout of this project"
             )
         client = args.compare_with.resolve() if args.compare_with else None
-        print(table(args.concurrency, workers, servers, args.rounds, args.out, client))
+        print(table(args.concurrency, workers, servers, args.rounds, args.out, client, args.ramp_up))
 
     return exit_status("python -m bench.lab.clientscale", body)
 
