@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,29 @@ from bench.serve.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 JUST = str(ROOT / ".venv" / "bin" / "just")
+TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
+
+
+def bench_command(server, out: Path, *extra: str) -> list[str]:
+    """`bench run` against a calibration server, as a new process: 16-token prompts, no scraping."""
+    flags = ["--tokenizer", TOKENIZER, "--out", str(out), "--no-progress", "--scrape-interval", "0"]
+    return [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "--base-url",
+        f"{server.base_url}/v1",
+        *flags,
+        "--input-len",
+        "16",
+        *extra,
+    ]
+
+
+def bench_process(server, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Run bench_command to its end, capturing its output."""
+    return subprocess.run(bench_command(server, out, *extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def just(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -17,9 +17,8 @@ from bench.instrument.records import read_records
 from bench.lab import gpucheck
 from bench.lab.calibration import start_server, stop_server
 from bench.results.gpu_timeline import gpu_timeline_series
+from conftest import ROOT, TOKENIZER
 
-ROOT = Path(__file__).resolve().parents[1]
-TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
 DATA = ROOT / "tests" / "data" / "gpu"
 GPU_KEYS = ("gpu_energy_j", "joules_per_output_token", "mean_gpu_power_w", "gpu_sampler", "gpu_telemetry_count")
 

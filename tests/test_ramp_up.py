@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,11 @@ from bench.instrument.records import read_records
 from bench.instrument.runner import WRITE_SLICE
 from bench.instrument.schedule import ramp_times
 from bench.lab.calibration import read_log
-
-ROOT = Path(__file__).resolve().parents[1]
-TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
+from conftest import bench_process
 
 
 def bench_run(server, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "bench", "run", "--base-url", f"{server.base_url}/v1", "--tokenizer", TOKENIZER]
-    cmd += ["--out", str(out), "--no-progress", "--scrape-interval", "0", "--input-len", "16", "--output-len", "4"]
-    return subprocess.run([*cmd, *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return bench_process(server, out, "--output-len", "4", *extra)
 
 
 def test_ramp_times_spread_only_the_first_request_of_each_stream():

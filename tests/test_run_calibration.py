@@ -15,10 +15,7 @@ import pytest
 from bench.cli import main
 from bench.instrument.records import read_records
 from bench.lab.calibration import read_log, stop_server
-from conftest import on_core
-
-ROOT = Path(__file__).resolve().parents[1]
-TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
+from conftest import ROOT, TOKENIZER, on_core
 
 
 def bench_run(server, out: Path, *extra: str) -> int:

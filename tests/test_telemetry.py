@@ -20,9 +20,8 @@ from bench.instrument.records import read_records
 from bench.instrument.scrape import Scraper
 from bench.lab.calibration import start_server, stop_server
 from bench.serve.launcher import free_port
+from conftest import TOKENIZER
 
-ROOT = Path(__file__).resolve().parents[1]
-TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
 ORDER = {"warmup": 0, "before": 1, "measure": 2, "after": 3}
 
 

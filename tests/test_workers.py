@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,34 +15,15 @@ from bench.instrument import metrics
 from bench.instrument.records import read_records
 from bench.instrument.schedule import arrival_times
 from bench.lab.calibration import read_log
-
-ROOT = Path(__file__).resolve().parents[1]
-TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")
+from conftest import ROOT, bench_command, bench_process
 
 
 def command(server, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "bench",
-        "run",
-        "--base-url",
-        f"{server.base_url}/v1",
-        "--tokenizer",
-        TOKENIZER,
-        "--out",
-        str(out),
-        "--no-progress",
-        "--scrape-interval",
-        "0",
-        "--input-len",
-        "16",
-        *extra,
-    ]
+    return bench_command(server, out, *extra)
 
 
 def bench_run(server, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(command(server, out, *extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return bench_process(server, out, *extra)
 
 
 def test_records_of_three_workers_merge_to_exactly_the_scheduled_requests(calibration, tmp_path):
