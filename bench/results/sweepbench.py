@@ -11,8 +11,8 @@ with the same SLO search (`--slo`). It prints, per scenario:
   whose engine speed wanders, two sweeps cannot agree closer than that;
 - the cost: requests sent (each point's warm-up included) and wall time of each, and their ratio
   (target <= 40 %); the engine is first warmed up by a short run that counts for neither;
-- the SLO answer of each (grid: between two of its points; adaptive: by bisection), and
-  whether the adaptive answer lies within one grid step of the grid's.
+- the SLO answer of each (grid: between two of its points; adaptive: by bisection, to one grid
+  step unless --slo-resolution says finer), and whether it lies within one grid step of the grid's.
 A benchmark, not a test: it prints figures and writes them to <out>/sweep-bench.md and .json.
 
     python -m bench.results.sweepbench --base-url http://127.0.0.1:8000/v1 --out results/sweep-bench
