@@ -28,17 +28,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 from tabulate import tabulate
 
 from bench.errors import UserError, exit_status
-from bench.instrument import metrics, steady
-from bench.instrument.records import read_records
 from bench.paths import RESULTS, ROOT
 from bench.results import adaptive
 from bench.results.scenarios import find_set, load_set
 from bench.results.slo_report import read as read_answer
-from bench.results.sweep import read_log
+from bench.results.sweep import read_log, steady_point
 
 TARGET_COST = 0.40  # adaptive requests and wall time, as a share of the grid's
 TARGET_FRONTIER = 0.02
@@ -103,37 +100,6 @@ def warm_up(args) -> None:
 def requests_sent(folder: Path) -> int:
     """Every request the sweep sent, warm-up included: the lines of its records."""
     return sum(sum(1 for _ in f.open()) for f in folder.rglob("requests.jsonl"))
-
-
-def steady_point(run: Path, target: float, load: float) -> adaptive.FrontierPoint | None:
-    """A point on the frontier from its steady state: output throughput (mean and relative 95 %
-    half-width of the interval its run judged with --until-steady, else the same rule over its
-    records up to the last send) and interactivity (median 1 / TPOT of the requests that ended in
-    that window, past the same start-up cut). Both sweeps are compared on these, not on the
-    summary's figures over every request: ramp-up and drain weigh more in a short run than in a
-    long one (the drain's last requests run at falling load, so their TPOT is low: c64 of 256-128
-    in run 6 read 83.0 tok/s/user over 270 requests against 76.3 over 640, and 77.4 against 75.8
-    in their steady windows). A point too short for batches keeps the summary's figures."""
-    from bench.results.report import value
-    from bench.results.runfolder import summary
-
-    s = summary(run)
-    judged = s.get("steady")
-    recs = list(read_records(run / "requests.jsonl")) if (run / "requests.jsonl").exists() else []
-    if judged is None and recs:
-        judged = steady.judge(recs, target, 1)
-    ivs = (judged or {}).get("intervals") or {}
-    thr, tpot = ivs.get("output_throughput"), ivs.get("mean_tpot")
-    if thr is None or tpot is None:  # too few requests for batches (a short low-load point): no interval
-        got = value(s, "output_throughput"), value(s, "interactivity_p50")
-        return adaptive.FrontierPoint(load, got[0], got[1]) if all(got) else None
-    end = judged["window_s"][1]
-    ended = sorted(
-        (metrics.end(r), t) for r in recs if not r.warmup and r.ok and (t := metrics.tpot(r)) and metrics.end(r) <= end
-    )
-    ended = ended[len(ended) * tpot["cut"] // (tpot["cut"] + tpot["batches"]) :]
-    inter = float(np.median([1.0 / t for _, t in ended]))
-    return adaptive.FrontierPoint(load, thr["mean"], inter, thr["rel"])
 
 
 def frontier_points(folder: Path, target: float) -> list[adaptive.FrontierPoint]:

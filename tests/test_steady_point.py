@@ -1,4 +1,5 @@
-"""What `just sweep-bench` compares a point on: its steady state, not every request it sent."""
+"""What a sweep reads a point by (the adaptive choice, points.md, `just sweep-bench`): its steady
+state, not every request it sent."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from bench.instrument import metrics, steady
 from bench.instrument.records import Record, RecordWriter
-from bench.results import sweepbench
+from bench.results.sweep import steady_point
 
 
 def closed_loop(n_requests: int, streams: int, drain_itl: float) -> list[Record]:
@@ -61,7 +62,7 @@ def test_interactivity_is_taken_over_the_steady_window_not_the_drain(tmp_path):
     assert 0 < len(window) < len(recs)
     tpot = steady.judge(recs, 0.02, 1)["intervals"]["mean_tpot"]  # less the start-up batches the rule cut
     window = window[len(window) * tpot["cut"] // (tpot["cut"] + tpot["batches"]) :]
-    p = sweepbench.steady_point(folder(tmp_path, recs, {"output_throughput": 1.0}), 0.02, 16)
+    p = steady_point(folder(tmp_path, recs, {"output_throughput": 1.0}), 0.02, 16)
     assert p.interactivity == pytest.approx(float(np.median(window)))
     assert everyone > p.interactivity * 1.05  # the drain's fast requests would have read 5 % more interactive
     assert 0 < p.ci < 0.05 and p.throughput > 0
@@ -70,5 +71,5 @@ def test_interactivity_is_taken_over_the_steady_window_not_the_drain(tmp_path):
 def test_a_point_too_short_for_batches_keeps_its_summary(tmp_path):
     recs = closed_loop(6, streams=1, drain_itl=0.010)
     summary = {"output_throughput": 321.0, "p50_interactivity_tok_s_user": 99.0}
-    p = sweepbench.steady_point(folder(tmp_path, recs, summary), 0.02, 1)
+    p = steady_point(folder(tmp_path, recs, summary), 0.02, 1)
     assert (p.load, p.throughput, p.interactivity, p.ci) == (1, 321.0, 99.0, 0.0)
