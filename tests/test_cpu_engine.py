@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 
 import openai
 import pytest
@@ -78,3 +80,37 @@ def test_just_list_is_a_table_of_contents():
         if line and not line.startswith(("[", "#")):
             # just prints a long doc comment on the line above the recipe
             assert "#" in line or previous.startswith("#"), f"recipe without a doc comment: {line}"
+
+
+def test_cpu_cores_pins_every_engine_process():
+    """CPU_CORES=0: the printed command starts with taskset, and the API server, EngineCore and worker
+    (which binds its own threads) all stay on core 0, leaving the other core to a client."""
+    port = free_port()
+    env = {**os.environ, "CPU_CORES": "0"}
+    cmd = [str(ROOT / ".venv" / "bin" / "just"), "--justfile", str(ROOT / "justfile"), "cpu-serve", str(port)]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    try:
+        assert "+ taskset -c 0 " in r.stderr
+        pid = int((ROOT / ".run" / f"cpu-engine-{port}.pid").read_text())
+        group = [p for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == pid]
+        assert len(group) >= 3  # API server, EngineCore, worker at least
+        for p in group:
+            for task in os.listdir(f"/proc/{p}/task"):
+                assert _cores(int(task)) in ({0}, None), f"thread {task} of process {p} may leave core 0"
+    finally:
+        assert just("cpu-stop", str(port)).returncode == 0
+
+
+def _cores(tid: int) -> set[int] | None:
+    try:
+        return os.sched_getaffinity(tid)
+    except ProcessLookupError:  # a thread that ended since the listing
+        return None
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None

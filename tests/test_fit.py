@@ -244,7 +244,12 @@ def test_the_set_command_takes_its_flags_on_either_side_of_the_set(capsys):
 def cpu_engine_command() -> str:
     """The command `just cpu-serve` records, read from scripts/cpu.just with its variables filled in."""
     body = (ROOT / "scripts" / "cpu.just").read_text().split("-- \\\n", 1)[1].split("\n\n", 1)[0]
-    body = body.replace("\\\n", " ").replace("{{cpu_python}}", "/v/bin/python").replace("{{port}}", "8000")
+    body = (
+        body.replace("\\\n", " ")
+        .replace("{{cpu_pin}}", "")
+        .replace("{{cpu_python}}", "/v/bin/python")
+        .replace("{{port}}", "8000")
+    )
     return body.replace("{{cpu_model}}", str(TINY))
 
 

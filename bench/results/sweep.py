@@ -18,6 +18,9 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
+from bench.instrument import metrics, steady
 from bench.instrument.records import read_records
 from bench.results import adaptive, slo
 from bench.results.report import value
@@ -86,7 +89,7 @@ class SweepPoints:
             if st == "new":
                 return None
             s = summary(p.out) if st != "failed" or (p.out / "summary.json").exists() else {}
-            entry = _entry(p, self.load_of(p), why, st, s)
+            entry = _entry(p, self.load_of(p), why, st, s, self.target)
             log.append(entry)
             self._write(log)
             return entry
@@ -154,10 +157,8 @@ class SweepPoints:
         (self.folder / "points.md").write_text(_markdown(self.folder.name, self.mode, public))
 
 
-def _entry(p: Point, load: float, why: str, st: str, s: dict) -> dict:
-    thr, inter = value(s, "output_throughput"), value(s, "interactivity_p50")
-    ci = (((s.get("steady") or {}).get("intervals") or {}).get("output_throughput") or {}).get("rel")
-    fp = adaptive.FrontierPoint(load, thr, inter, ci or 0.0) if st == "done" and thr and inter else None
+def _entry(p: Point, load: float, why: str, st: str, s: dict, target: float) -> dict:
+    fp = steady_point(p.out, target, load, closed=not p.rate) if st == "done" else None
     return {
         "load": load,
         "point": p.name,
@@ -166,19 +167,49 @@ def _entry(p: Point, load: float, why: str, st: str, s: dict) -> dict:
         "state": st,
         "requests": (s.get("completed") or 0) + (s.get("failed") or 0),
         "stopped_by": (s.get("steady") or {}).get("stopped_by") or "num_prompts",
-        "output_throughput": thr,
-        "throughput_ci_rel": ci,
-        "interactivity_p50": inter,
+        "steady_output_throughput": fp.throughput if fp else None,
+        "throughput_ci_rel": fp.ci if fp and fp.ci else None,
+        "steady_interactivity_p50": fp.interactivity if fp else None,
         "duration_s": s.get("duration"),
         "fp": fp,
     }
+
+
+def steady_point(run: Path, target: float, load: float, closed: bool = True) -> adaptive.FrontierPoint | None:
+    """A point on the frontier from its steady state: output throughput (mean and relative 95 %
+    half-width of the interval its run judged with --until-steady, else the same rule over its
+    records up to the last send; `closed`: a closed loop) and interactivity (median 1 / TPOT of the
+    requests that ended in that window, past the same start-up cut). The adaptive choice, points.md
+    and `just sweep-bench` all read a point by these, not by the summary's figures over every
+    request: ramp-up and drain weigh more in a short run than in a long one (the drain's last
+    requests run at falling load, so their TPOT is low: c64 of 256-128 in sweep-bench run 6 read
+    83.0 tok/s/user over 270 requests against 76.3 over 640, and 77.4 against 75.8 in their steady
+    windows), and an interval belongs beside its own mean. A point too short for batches keeps the
+    summary's figures, with no interval."""
+    s = summary(run)
+    judged = s.get("steady")
+    recs = list(read_records(run / "requests.jsonl")) if (run / "requests.jsonl").exists() else []
+    if judged is None and recs:
+        judged = steady.judge(recs, target, 1, closed=closed)
+    ivs = (judged or {}).get("intervals") or {}
+    thr, tpot = ivs.get("output_throughput"), ivs.get("mean_tpot")
+    if thr is None or tpot is None:  # too few requests for batches (a short low-load point): no interval
+        got = value(s, "output_throughput"), value(s, "interactivity_p50")
+        return adaptive.FrontierPoint(load, got[0], got[1]) if all(got) else None
+    end = judged["window_s"][1]
+    ended = sorted(
+        (metrics.end(r), t) for r in recs if not r.warmup and r.ok and (t := metrics.tpot(r)) and metrics.end(r) <= end
+    )
+    ended = ended[len(ended) * tpot["cut"] // (tpot["cut"] + tpot["batches"]) :]
+    inter = float(np.median([1.0 / t for _, t in ended]))
+    return adaptive.FrontierPoint(load, thr["mean"], inter, thr["rel"])
 
 
 def _markdown(scenario: str, mode: str, log: list[dict]) -> str:
     lines = [
         f"# {scenario}: load points ({mode})",
         "",
-        "| # | point | why | requests | stopped by | out tok/s | +- | tok/s/user | what it showed |",
+        "| # | point | why | requests | stopped by | out tok/s, steady | +- | tok/s/user, steady | what it showed |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     n, settled = 0, []
@@ -189,8 +220,8 @@ def _markdown(scenario: str, mode: str, log: list[dict]) -> str:
             continue
         n += 1
         ci = f"{e['throughput_ci_rel']:.1%}" if e.get("throughput_ci_rel") is not None else "-"
-        thr = f"{e['output_throughput']:,.0f}" if e.get("output_throughput") else "-"
-        inter = f"{e['interactivity_p50']:.1f}" if e.get("interactivity_p50") else "-"
+        thr = f"{e['steady_output_throughput']:,.0f}" if e.get("steady_output_throughput") else "-"
+        inter = f"{e['steady_interactivity_p50']:.1f}" if e.get("steady_interactivity_p50") else "-"
         lines.append(
             f"| {n} | {e['point']} | {e['why']} | {e['requests']} | {e['stopped_by']} | {thr} | {ci} | {inter} | "
             f"{e.get('taught', e['state'] if e['state'] != 'done' else '')} |"

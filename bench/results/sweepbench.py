@@ -5,14 +5,14 @@ grid as the set lists it, and right after it a second sweeps it with `--points a
 with the same SLO search (`--slo`). It prints, per scenario:
 - the frontier: how far each grid point lies from the adaptive frontier (the line through the
   adaptive points, in log throughput and log interactivity, so a distance reads as a relative
-  change; throughput is each point's steady-state mean, see steady_throughput), the largest of
+  change; both from each point's steady state, see steady_point), the largest of
   them against the target (2 %), and how many lie within what chance allows (the grid point's
   own 95 % interval, by the same batch-means rule, plus the nearest adaptive points'): on a host
   whose engine speed wanders, two sweeps cannot agree closer than that;
 - the cost: requests sent (each point's warm-up included) and wall time of each, and their ratio
   (target <= 40 %); the engine is first warmed up by a short run that counts for neither;
-- the SLO answer of each (grid: between two of its points; adaptive: by bisection), and
-  whether the adaptive answer lies within one grid step of the grid's.
+- the SLO answer of each (grid: between two of its points; adaptive: by bisection, to one grid
+  step unless --slo-resolution says finer), and whether it lies within one grid step of the grid's.
 A benchmark, not a test: it prints figures and writes them to <out>/sweep-bench.md and .json.
 
     python -m bench.results.sweepbench --base-url http://127.0.0.1:8000/v1 --out results/sweep-bench
@@ -31,13 +31,11 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.errors import UserError, exit_status
-from bench.instrument import steady
-from bench.instrument.records import read_records
 from bench.paths import RESULTS, ROOT
 from bench.results import adaptive
 from bench.results.scenarios import find_set, load_set
 from bench.results.slo_report import read as read_answer
-from bench.results.sweep import read_log
+from bench.results.sweep import read_log, steady_point
 
 TARGET_COST = 0.40  # adaptive requests and wall time, as a share of the grid's
 TARGET_FRONTIER = 0.02
@@ -49,6 +47,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", default=str(SWEEP_SET), help="Scenario set: a name in recipes/scenarios/ or a .toml file.")
     p.add_argument("--slo", default="ttft_p99=150,tpot_p99=10", help="SLOs both sweeps search for (ms).")
     p.add_argument("--ci-target", type=float, default=TARGET_FRONTIER, help="Adaptive points' interval target.")
+    # The grid answers to one of its steps (c16..c32); bisecting finer (the campaign's default, 25 %)
+    # bought the adaptive sweep a sharper answer than the one it is compared with, for 130 and 394 more
+    # requests in run 5 (c6, c7; c23, c27). A doubling grid's step is x2, so: until the range is that wide.
+    p.add_argument(
+        "--slo-resolution",
+        type=float,
+        default=1.0,
+        help="The adaptive sweep's SLO bisection stops at this relative width (1.0: one doubling, the grid's step).",
+    )
     p.add_argument("--out", type=Path, help="Results folder (default results/sweep-bench/<time>).")
     # No scraping by default: on the 2-core CPU engine each /metrics request kept the client off the
     # CPU for 0.3-1.7 s (send lag p99 1.2-1.7 s at C=8 with scrapes, 4-13 ms without), so the
@@ -95,30 +102,13 @@ def requests_sent(folder: Path) -> int:
     return sum(sum(1 for _ in f.open()) for f in folder.rglob("requests.jsonl"))
 
 
-def steady_throughput(run: Path, target: float) -> tuple[float, float] | None:
-    """(mean, relative 95 % half-width) of a point's steady-state output throughput: the interval
-    its run judged (--until-steady), else the same rule over its records up to the last send. Both
-    sweeps are compared on this, not on the summary's throughput over the whole window, whose
-    ramp-up and drain weigh more in a short run than in a long one. A point too short for batches
-    keeps the summary's figure."""
-    from bench.results.runfolder import summary
-
-    iv = (((summary(run).get("steady") or {}).get("intervals")) or {}).get("output_throughput")
-    if iv is None and (run / "requests.jsonl").exists():
-        iv = steady.judge(list(read_records(run / "requests.jsonl")), target, 1)["intervals"]["output_throughput"]
-    if iv is None:  # too few requests for batches (a short low-load point): the summary's figure, no interval
-        thr = summary(run).get("output_throughput")
-        return (thr, 0.0) if thr else None
-    return iv["mean"], iv["rel"]
-
-
 def frontier_points(folder: Path, target: float) -> list[adaptive.FrontierPoint]:
     log = read_log(folder) or {"points": []}
     out = []
     for e in log["points"]:
-        if e.get("state") == "done" and e.get("interactivity_p50") and e["loop"] == "closed":
-            if got := steady_throughput(folder / e["point"], target):
-                out.append(adaptive.FrontierPoint(e["load"], got[0], e["interactivity_p50"], got[1]))
+        if e.get("state") == "done" and e["loop"] == "closed":
+            if got := steady_point(folder / e["point"], target, e["load"]):
+                out.append(got)
     return sorted(out, key=lambda p: p.load)
 
 
@@ -227,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             walls = {}
             for name, extra in (
                 ("grid", ["--points", "grid"]),
-                ("adaptive", ["--points", "adaptive", "--ci-target", f"{args.ci_target:g}"]),
+                (
+                    "adaptive",
+                    ["--points", "adaptive", "--ci-target", f"{args.ci_target:g}"]
+                    + ["--slo-resolution", f"{args.slo_resolution:g}"],
+                ),
             ):
                 rc, walls[name] = campaign(args, name, s, others, extra)
                 if rc:
