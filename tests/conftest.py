@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.instrument.records import Record
 from bench.lab.calibration import start_server, stop_server
 from bench.serve.launcher import free_port
 
@@ -33,6 +34,24 @@ def bench_command(server, out: Path, *extra: str) -> list[str]:
         "16",
         *extra,
     ]
+
+
+def synthetic_record(i: int, sent: float, chunks: list[float]) -> Record:
+    """A successful request sent at `sent` whose one-token chunks arrived at `chunks` (for rules
+    tested on made-up series)."""
+    n = len(chunks)
+    return Record(
+        id=i,
+        warmup=False,
+        scheduled=sent,
+        sent=sent,
+        first=chunks[0],
+        last=chunks[-1],
+        chunk_times=chunks,
+        chunk_tokens=[1] * n,
+        completion_tokens=n,
+        status=200,
+    )
 
 
 def bench_process(server, out: Path, *extra: str) -> subprocess.CompletedProcess:

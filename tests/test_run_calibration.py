@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from bench.cli import main
 from bench.instrument.records import read_records
 from bench.lab.calibration import read_log, stop_server
-from conftest import ROOT, TOKENIZER, on_core
+from conftest import ROOT, TOKENIZER, bench_command, on_core
 
 
 def bench_run(server, out: Path, *extra: str) -> int:
@@ -104,28 +103,10 @@ def test_multi_token_chunks_are_counted(calibration, tmp_path):
 def test_interrupted_run_keeps_records_and_writes_partial_summary(calibration, tmp_path):
     server = calibration(ttft_ms=10, itl_ms=50, tokens_per_chunk=1)
     out = tmp_path / "run"
+    # the scraper on, at its default interval (bench_command turns it off): its stop is interrupted too
+    flags = ["--scrape-interval", "1", "--concurrency", "4", "--num-prompts", "200", "--input-len", "20"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
-            "--base-url",
-            f"{server.base_url}/v1",
-            "--tokenizer",
-            TOKENIZER,
-            "--out",
-            str(out),
-            "--no-progress",
-            "--concurrency",
-            "4",
-            "--num-prompts",
-            "200",
-            "--input-len",
-            "20",
-            "--output-len",
-            "6",
-        ],
+        bench_command(server, out, *flags, "--output-len", "6"),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -14,6 +14,7 @@ from bench.instrument.records import Record, read_records
 from bench.lab.calibration import start_server, stop_server
 from bench.paths import ROOT
 from bench.serve.launcher import free_port
+from conftest import synthetic_record
 
 TOKENIZER = str(ROOT / "recipes" / "models" / "tiny-llama")  # the calibration model has none of its own
 
@@ -30,20 +31,7 @@ def closed_loop(n_requests: int, streams: int = 8, tokens: int = 32, drift: floa
         itl = 0.010 * rng.uniform(0.8, 1.2) * (1 + drift * sent)
         first = sent + 0.02
         chunks = [first + j * itl for j in range(tokens)]
-        out.append(
-            Record(
-                id=i,
-                warmup=False,
-                scheduled=sent,
-                sent=sent,
-                first=first,
-                last=chunks[-1],
-                chunk_times=chunks,
-                chunk_tokens=[1] * tokens,
-                completion_tokens=tokens,
-                status=200,
-            )
-        )
+        out.append(synthetic_record(i, sent, chunks))
         free[slot] = chunks[-1]
     return out
 

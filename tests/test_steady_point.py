@@ -11,6 +11,7 @@ import pytest
 from bench.instrument import metrics, steady
 from bench.instrument.records import Record, RecordWriter
 from bench.results.sweep import steady_point
+from conftest import synthetic_record
 
 
 def closed_loop(n_requests: int, streams: int, drain_itl: float) -> list[Record]:
@@ -28,20 +29,7 @@ def closed_loop(n_requests: int, streams: int, drain_itl: float) -> list[Record]
         full = sent + 0.02 + 31 * 0.010 <= last_send
         itl = 0.010 * (0.9 + 0.2 * (i % 7) / 6) if full else drain_itl
         chunks = [sent + 0.02 + j * itl for j in range(32)]
-        out.append(
-            Record(
-                id=i,
-                warmup=False,
-                scheduled=sent,
-                sent=sent,
-                first=chunks[0],
-                last=chunks[-1],
-                chunk_times=chunks,
-                chunk_tokens=[1] * 32,
-                completion_tokens=32,
-                status=200,
-            )
-        )
+        out.append(synthetic_record(i, sent, chunks))
     return out
 
 
