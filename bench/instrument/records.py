@@ -1,7 +1,8 @@
 """One record per request, appended to requests.jsonl a moment after the request ends.
 
-The moment is bench.instrument.runner.DEFER (a quarter second): out of the rush when many
-streams end together, soon enough that a killed client loses almost nothing finished.
+The moment is bench.instrument.runner.DEFER (a quarter second; none under --until-steady): out
+of the rush when many streams end together, soon enough that a killed client loses almost
+nothing finished.
 
 Times are seconds on the client's `time.perf_counter()` clock (CLOCK_MONOTONIC on Linux,
 shared by every process on the host), measured from the run's `t0`, which the manifest
