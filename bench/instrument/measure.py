@@ -90,7 +90,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     # nor after 19,744 failed).
     arrivals = schedule.arrival_times(len(prompts), spec.rate, spec.burstiness, spec.seed) if spec.rate else None
     arrivals = more.arrivals(spec, prompts) if spec.dataset in more.KINDS else arrivals
-    if spec.ramp_up and spec.concurrency and not spec.rate:
+    if spec.ramp_up:  # a closed loop's (spec refuses it elsewhere)
         arrivals = schedule.ramp_times(len(prompts), spec.concurrency, spec.ramp_up)
     load = Load(spec.concurrency, spec.rate, arrivals, spec.duration, spec.request_timeout)
     load.connections = more.connections(spec, arrivals)
