@@ -47,14 +47,15 @@ def test_a_ramped_closed_loop_starts_its_streams_on_schedule_and_then_runs_close
     assert manifest["load"]["ramp_up"] == 0.4
 
 
-def test_ramp_up_with_an_open_loop_is_refused_in_one_sentence(calibration, tmp_path):
+@pytest.mark.parametrize("load", [("--rate", "5", "--ramp-up", "1"), ("--concurrency", "2", "--ramp-up", "nan")])
+def test_a_ramp_up_on_an_open_loop_or_of_no_finite_length_is_refused_in_one_sentence(calibration, tmp_path, load):
     server = calibration(ttft_ms=5, itl_ms=5)
-    done = bench_run(server, tmp_path / "run", "--rate", "5", "--ramp-up", "1")
+    done = bench_run(server, tmp_path / "run", *load)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "bench run: --ramp-up takes seconds >= 0 and applies to a closed loop (--concurrency without --rate, "
-        "not sessions or traces): an open loop's arrivals are spread already"
+        "bench run: --ramp-up takes a finite number of seconds >= 0 and applies to a closed loop (--concurrency "
+        "without --rate, not sessions or traces): an open loop's arrivals are spread already"
     )
     assert not (tmp_path / "run" / "requests.jsonl").exists()
 

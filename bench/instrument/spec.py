@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -374,10 +375,10 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
         raise UserError("--until-steady judges every record as it ends in one client process; drop --workers")
     if args.warmup < 0 or args.prefix_len < 0:
         raise UserError("--warmup and --prefix-len cannot be negative")
-    if args.ramp_up < 0 or (args.ramp_up and (args.rate is not None or sessions_or_trace)):
+    if not 0 <= args.ramp_up < math.inf or (args.ramp_up and (args.rate is not None or sessions_or_trace)):
         raise UserError(
-            "--ramp-up takes seconds >= 0 and applies to a closed loop (--concurrency without --rate, not sessions "
-            "or traces): an open loop's arrivals are spread already"
+            "--ramp-up takes a finite number of seconds >= 0 and applies to a closed loop (--concurrency "
+            "without --rate, not sessions or traces): an open loop's arrivals are spread already"
         )
     random = args.dataset == "random"
     exact = args.dataset in ("random", "sessions", "mooncake", "burstgpt")  # lengths the workload fixes
