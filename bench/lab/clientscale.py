@@ -28,7 +28,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.errors import UserError, exit_status
-from bench.instrument.records import read_records
+from bench.instrument.records import Record, read_records
 from bench.lab import accuracy
 from bench.lab.calibration import read_log, send_lag_stats, start_server, stop_server
 from bench.paths import ROOT, TINY_MODEL
@@ -58,13 +58,13 @@ def plan(concurrencies: list[int], workers: list[int], servers: list[int]) -> tu
     return workers, servers
 
 
-def stamp_errors(out: Path, entries: dict[str, dict]) -> tuple[np.ndarray, int]:
+def stamp_errors(out: Path, records: list[Record], entries: dict[str, dict]) -> tuple[np.ndarray, int]:
     """Per request, first-chunk stamp minus the server's logged send (ms); and the chunks stamped
     over 1 ms after the server sent them (two chunks read together show here first)."""
     t0 = json.loads((out / "manifest.json").read_text())["clock"]["t0_perf_counter"]
     sent = {int(rid.rsplit("-", 1)[1]): e["sent"] for rid, e in entries.items() if rid.startswith("bench-")}
     first, late = [], 0
-    for r in read_records(out / "requests.jsonl"):
+    for r in records:
         if r.ok and not r.warmup and r.id in sent and r.chunk_times:
             err = t0 + np.asarray(r.chunk_times) - np.asarray(sent[r.id][: len(r.chunk_times)])
             first.append(err[0] * 1e3)
@@ -72,11 +72,11 @@ def stamp_errors(out: Path, entries: dict[str, dict]) -> tuple[np.ndarray, int]:
     return np.asarray(first), late
 
 
-def later_send_lag_p99(out: Path, c: int) -> float | None:
+def later_send_lag_p99(records: list[Record], c: int) -> float | None:
     """Send lag p99 (ms) of the requests after each stream's first: those are due when a stream
     frees, while the first round's are all due at the start (or over --ramp-up), so its lag is how
     long the client takes to send C requests from a standing start."""
-    lags = [r.sent - r.scheduled for r in read_records(out / "requests.jsonl") if not r.warmup and r.id >= c]
+    lags = [r.sent - r.scheduled for r in records if not r.warmup and r.id >= c]
     return float(np.percentile(lags, 99)) * 1e3 if lags else None
 
 
@@ -113,7 +113,8 @@ def row(
     entries = read_log(log)
     truth = accuracy.measured_requests(entries)
     err = accuracy.errors(accuracy.latencies_from_run(out), truth)
-    first, late = stamp_errors(out, entries)
+    records = list(read_records(out / "requests.jsonl"))  # once, for the stamps and the lag
+    first, late = stamp_errors(out, records, entries)
     offered = c * OUTPUT_LEN / ((TTFT_MS + (OUTPUT_LEN - 1) * ITL_MS) / 1e3)
     return {
         "C": c,
@@ -127,7 +128,7 @@ def row(
         "client CPU ms / 1k chunks": summary["client_cpu_ms_per_1k_chunks"],
         "ramp-up ms": ramp * 1e3,
         "send lag p99 ms": summary["p99_send_lag_ms"],
-        "after 1st round": later_send_lag_p99(out, c),
+        "after 1st round": later_send_lag_p99(records, c),
         "chunks >1 ms late": late,
         "server lag p99 ms": send_lag_stats(log)["p99_ms"],
         "wall s": round(time.monotonic() - began, 1),
