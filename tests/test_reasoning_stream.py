@@ -50,7 +50,7 @@ def through_both(events: list, api: str = "chat", think: bool = False, compact: 
     assert [reader.feed(data, float(n)) for n, data in enumerate(reads)][-1]
     assert reader.general is None or not compact, "a compact stream with usage should stay on the fast path"
     fast = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
-    reader.result().fill(fast, count=len)
+    reader.fill(fast, count=len)
     parser = StreamParser(api, think)
     for n, data in enumerate(reads):
         parser.feed(data, float(n))
@@ -58,6 +58,17 @@ def through_both(events: list, api: str = "chat", think: bool = False, compact: 
     parser.fill(general, count=len)
     assert fast == general
     assert fast.error == ""
+    # The whole response in one read (a short answer): the reader's one-read way, or the general
+    # one where there is reasoning, must agree with the general parser fed the same read.
+    whole, one_read = ResponseReader(api, think), b"".join(reads)
+    assert whole.feed(one_read, 0.0)
+    by_reader = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    whole.fill(by_reader, count=len)
+    parser = StreamParser(api, think)
+    parser.feed(one_read, 0.0)
+    by_parser = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    parser.fill(by_parser, count=len)
+    assert by_reader == by_parser and by_reader.error == ""
     return fast
 
 
@@ -161,7 +172,7 @@ def test_several_events_in_one_read_are_labelled_one_by_one():
     reader.feed(b"".join(frames[1:4]), 1.0)  # three reasoning events read together
     reader.feed(b"".join(frames[4:]) + b"0\r\n\r\n", 2.0)
     rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
-    reader.result().fill(rec)
+    reader.fill(rec)
     assert rec.chunk_tokens == [1, 1, 1, 2, 1] and rec.reasoning_tokens == 3
     assert (rec.first_reasoning, rec.first_answer) == (1.0, 2.0)
 

@@ -103,7 +103,10 @@ def read_all(reads) -> tuple[ResponseReader, Record]:
     finished = [reader.feed(data, t) for data, t in reads]
     assert finished[-1] and not any(finished[:-1])
     rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
-    reader.result().fill(rec, count=len)
+    reader.fill(rec, count=len)
+    general = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    reader.result().fill(general, count=len)
+    assert rec == general, "the reader's own fill and the general parser's must agree"
     return reader, rec
 
 
@@ -181,3 +184,45 @@ def test_the_reader_sees_done_in_any_read_and_requires_it():
     rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
     r.result().fill(rec)
     assert rec.error_kind == "truncated" and "[DONE]" in rec.error
+
+
+def one_read(body: bytes, api: str = "completions") -> tuple[ResponseReader, Record]:
+    """A whole response arriving in one read at time 1.0; the reader and its record, checked
+    against the general parser's record of the same read."""
+    reader = ResponseReader(api)
+    assert reader.feed(body, 1.0)
+    rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+    reader.fill(rec, count=len)
+    _, general = parse(body, api=api)
+    assert rec == general
+    return reader, rec
+
+
+def test_a_whole_short_answer_in_one_read_is_counted_without_the_general_parser():
+    reader, rec = one_read(BODY)
+    assert reader.general is None and reader.keeps_alive
+    assert rec.chunk_times == [1.0, 1.0, 1.0] and rec.chunk_tokens == [1, 2, 1]
+    assert (rec.first_answer, rec.completion_tokens, rec.prompt_tokens, rec.error) == (1.0, 4, 5, "")
+
+
+def test_a_chat_answer_in_one_read_begins_after_its_role_chunk():
+    def chat(delta, done):
+        return {"choices": [{"index": 0, "delta": delta}], "usage": {"prompt_tokens": 3, "completion_tokens": done}}
+
+    events = [chat({"role": "assistant", "content": ""}, 0), chat({"content": "a"}, 1), chat({"content": "b"}, 2)]
+    reader, rec = one_read(HEAD + chunked(*(sse(e) for e in events), sse(b"[DONE]")), api="chat")
+    assert reader.general is None
+    assert rec.chunk_tokens == [1, 1] and rec.first_answer == 1.0
+
+
+def test_one_read_that_is_not_a_clean_stream_gives_the_general_parsers_record():
+    no_text_field = {"choices": [{"index": 0, "thought": "x"}], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}
+    _, rec = one_read(HEAD + chunked(sse(completion("a", 1)), sse({"error": {"message": "engine died"}})))
+    assert rec.error_kind == "http_5xx"
+    _, rec = one_read(HEAD + chunked(*(sse(e) for e in EVENTS[:-1])))
+    assert rec.error_kind == "truncated" and "[DONE]" in rec.error
+    _, rec = one_read(HEAD + chunked(sse(no_text_field), sse(completion("a", 2)), sse(b"[DONE]")))
+    assert rec.error == "" and rec.chunk_tokens == [1, 1]
+    closing = BODY.replace(b"chunked\r\n", b"chunked\r\nconnection: close\r\n")
+    reader, rec = one_read(closing)
+    assert rec.error == "" and not reader.keeps_alive

@@ -325,7 +325,7 @@ class RawTransport:
             busy.pop(conn, None)
             conn.close()  # a half-read response poisons the connection
             reader, _ = _take(conn)
-            reader.result().fill(rec, self.count)
+            reader.fill(rec, self.count)
             raise
         del busy[conn]
         reader, reusable = _take(conn)
@@ -335,7 +335,7 @@ class RawTransport:
             self._idle.append(conn)
         else:
             conn.close()
-        return end, lambda: reader.result().fill(rec, self.count)
+        return end, lambda: reader.fill(rec, self.count)
 
     def pending(self) -> int:
         """Responses that ended but whose requests have not been woken yet (WAKE_PER_READ a poll)."""

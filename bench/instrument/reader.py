@@ -15,12 +15,15 @@ import orjson
 
 from bench.instrument import reasoning as labels
 from bench.instrument.reasoning import Split
+from bench.instrument.records import Record
 from bench.instrument.stream import StreamParser
+from bench.instrument.transport import TokenCounter
 
 _completion_tokens = re.compile(rb'"completion_tokens":\s*(\d+)').findall
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')
 _REASONING_TOKENS = re.compile(rb'"reasoning_tokens":\s*(\d+)')
 _reasoning_text = re.compile(rb'"reasoning(?:_content)?":"[^"]').search  # a non-empty reasoning delta
+_reasoning_spaced = re.compile(rb'"reasoning(?:_content)?"\s*:\s*"[^"]').search  # the same in any JSON spacing
 _TAG = labels.TAG
 _tag = re.compile(re.escape(_TAG)).search  # a regex finds it in a read faster than `in` (~170 vs ~250 ns)
 _EVENT_END = b"\n\n\r\n"  # an SSE event's blank line, then the CRLF that closes its HTTP chunk
@@ -114,7 +117,44 @@ class ResponseReader:
                 if data.endswith(_DONE_END):  # the stream's last event, read before its end of body
                     self.done = True
                 return False
+        if self.fresh and data.endswith(END) and self._whole(data, t):
+            return True
         return self._feed(data, t)
+
+    def _whole(self, data: bytes, t: float) -> bool:
+        """A whole response in one read (a short answer, or one a server sent at once): counted
+        with one search of each kind when it is a 200 stream of the common shape without reasoning
+        text; False, changing nothing, for any other. (The event-by-event way took
+        ~9 us for a 2-token answer, a fifth of this client's cost per request, decoding one event.)
+        Every chunk of one read has its time, so without reasoning the answer begins with the first
+        whichever chunk the labels would start it at."""
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0 or not data.startswith(b"HTTP/1.1 200"):
+            return False
+        head = data[:head_end].lower()
+        body = data[head_end + 4 : -5]  # without the zero-size chunk
+        if (
+            b"chunked" not in head
+            or not body.endswith(_EVENT_END)
+            or _reasoning_spaced(body) is not None
+            or (self.split.think and _tag(body) is not None)
+        ):
+            return False
+        found = _completion_tokens(body)
+        if not found or len(found) != body.count(_EVENT_START):
+            return False
+        seen, tokens = 0, []
+        for m in found:
+            done = int(m)
+            if done > seen:
+                tokens.append(done - seen)
+                seen = done
+        done = body.endswith(_DONE_END) or _DONE in body
+        self.fresh, self.keep_alive, self.ended, self.done = False, b"connection: close" not in head, True, done
+        self.times, self.tokens, self.seen, self.last, self.tail = [t] * len(tokens), tokens, seen, body, body
+        if tokens:
+            self.split.first_answer, self.labelled = 0, True
+        return True
 
     def _feed(self, data: bytes, t: float) -> bool:
         """Everything but the steady state: the head, the end, and the general parser."""
@@ -259,6 +299,25 @@ class ResponseReader:
     def keeps_alive(self) -> bool:
         """Whether the server keeps the connection open for another request."""
         return self.general.keep_alive if self.general is not None else self.keep_alive
+
+    def fill(self, rec: Record, count: TokenCounter | None = None) -> None:
+        """Fill `rec` with the response (times absolute perf_counter values). A stream counted here
+        that finished cleanly is copied in directly; anything else (an error, a cut, a general
+        parse) through result(), whose fill() judges what went wrong."""
+        if self.general is not None or self.fresh or self.reset or self.pending is not None:
+            return self.result().fill(rec, count)
+        if not (self.ended and self.done and self.times):
+            return self.result().fill(rec, count)
+        split, last = self.split, self.last
+        found = _REASONING_TOKENS.findall(last)
+        if found:
+            split.server_tokens = int(found[-1])
+        found = _PROMPT_TOKENS.findall(last)
+        rec.status, rec.chunk_times, rec.chunk_tokens, rec.chunk_tokens_source = 200, self.times, self.tokens, "usage"
+        split.fill(rec, self.times, self.tokens)
+        rec.first, rec.last = self.times[0], self.times[-1]
+        rec.prompt_tokens, rec.completion_tokens = int(found[-1]) if found else None, self.seen
+        rec.error = rec.error_kind = ""
 
     def result(self) -> StreamParser:
         """The parsed response (complete or not: fill() says which)."""

@@ -109,7 +109,7 @@ class Split:
             self.first_answer = 0  # chunks without text of either kind: not reasoning
         rec.first_reasoning = times[self.first_reasoning] if self.first_reasoning is not None else None
         rec.first_answer = times[self.first_answer] if self.first_answer is not None else None
-        counted = sum(tokens[i] for i in self.reasoning if i < len(tokens))
+        counted = sum(tokens[i] for i in self.reasoning if i < len(tokens)) if self.reasoning else 0
         # The server's figure, unless it says 0 while it labelled chunks as reasoning: vLLM counts
         # only tokens between think tags in the output, so a thinking the prompt opened reads 0.
         if self.server_tokens is not None and (self.server_tokens or not self.reasoning):
