@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{args.out} already holds sweeps; choose another --out (nothing is overwritten)")
         print(
             f"sweep-bench: {len(names)} scenarios x (grid, adaptive) against {args.base_url}, into {args.out}; "
-            "on the CPU engine with 2 cores this takes about 10 minutes",
+            "on the CPU engine with 2 cores this takes about 10 minutes, on the calibration server about 3",
             file=sys.stderr,
             flush=True,
         )
