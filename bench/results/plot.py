@@ -231,7 +231,16 @@ def _error_bars_and_slo(ax, pts: list[dict], y: str, color) -> None:
     for p in best:
         ax.scatter([p["interactivity"]], [p[y]], marker="*", s=250, color=color, zorder=5)
         slos = ", ".join(f"{k}<={v:g}" for k, v in ans["slo_ms"].items())
-        ax.annotate(f"SLO answer ({slos})", (p["interactivity"], p[y]), textcoords="offset points", xytext=(8, -14))
+        # Text towards the middle of the plot, so that a star near its right edge keeps it inside.
+        xs = [q["interactivity"] for q in pts]
+        right = p["interactivity"] > (min(xs) + max(xs)) / 2
+        ax.annotate(
+            f"SLO answer ({slos})",
+            (p["interactivity"], p[y]),
+            textcoords="offset points",
+            xytext=(-8 if right else 8, -14),
+            ha="right" if right else "left",
+        )
 
 
 def plot_cdf(data: dict[str, list[float]], run: Run, path: Path):
