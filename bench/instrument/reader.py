@@ -4,7 +4,9 @@ The common case (a 200 chunked stream whose reads end on event boundaries and wh
 all carry cumulative usage) is counted without decoding JSON; from the first read that
 breaks that shape, or for anything but a stream, bench.instrument.stream.StreamParser takes over.
 Reasoning and answer chunks are told apart from the bytes too (bench.instrument.reasoning);
-only an event holding an inline think tag is decoded.
+only an event holding an inline think tag is decoded. A whole short answer in one read, without
+reasoning, is counted in one pass; a stream counted here that finished cleanly fills its record
+directly, and anything else is filled by the general parser, which judges what went wrong.
 """
 
 from __future__ import annotations
