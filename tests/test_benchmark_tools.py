@@ -1,0 +1,66 @@
+"""The benchmark commands' own machinery, at a small scale: what they count and print must come
+from the runs they made (their figures are checked by running them, never here)."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+
+from bench.lab import requestcost
+from bench.lab.calibration import start_server, stop_server
+from bench.results import sweepbench
+from bench.serve.launcher import free_port
+from conftest import TOKENIZER
+
+
+def test_requestcost_prints_the_client_beside_the_bare_loop(capsys):
+    assert requestcost.main(["--requests", "300", "--concurrency", "8", "--runs", "2", "--floor"]) == 0
+    out = capsys.readouterr()
+    rows = [ast.literal_eval(line) for line in out.err.splitlines() if line.startswith("{'requests'")]
+    assert [r["requests"] for r in rows] == [300, 300] and all(r["failed"] == 0 for r in rows)
+    floors = [line for line in out.err.splitlines() if line.startswith("{'floor_us_per_request'")]
+    assert len(floors) == 2
+    assert "client CPU per request:" in out.out and "bare send-and-read loop (the floor):" in out.out
+    assert out.out.count(", ") >= 3  # two runs each, and two ratios
+
+
+SET = """
+input_len = 16
+output_len = 8
+num_prompts = 4
+prompts_per_concurrency = 4
+
+[[scenario]]
+name = "slow"
+concurrency = [1, 2, 4, 8]
+"""
+
+
+@pytest.mark.slow
+def test_sweepbench_counts_the_requests_each_sweep_sent(tmp_path):
+    """TTFT 20 ms + 40 ms per other stream: ttft_p99 <= 120 ms holds at c3 (100 ms) and not at c4
+    (140), so the grid's answer is c2..c4 whatever a loaded host adds, and the adaptive one lies
+    within a grid step of it."""
+    (tmp_path / "set.toml").write_text(SET)
+    server = start_server(
+        free_port(), log=tmp_path / "server.jsonl", ttft_ms=20, itl_ms=2, ttft_per_stream_ms=40, itl_per_stream_ms=0.5
+    )
+    try:
+        argv = ["--base-url", f"{server.base_url}/v1", "--set", str(tmp_path / "set.toml")]
+        argv += ["--out", str(tmp_path / "sb")]
+        argv += ["--slo", "ttft_p99=120,tpot_p99=40", f"--run-args=--tokenizer {TOKENIZER} --scrape-interval 0"]
+        assert sweepbench.main(argv) == 0
+    finally:
+        stop_server(server)
+    (row,) = json.loads((tmp_path / "sb" / "sweep-bench.json").read_text())
+    for sweep in ("grid", "adaptive"):
+        lines = sum(len(f.read_text().splitlines()) for f in (tmp_path / "sb" / sweep).rglob("requests.jsonl"))
+        assert row["requests"][sweep] == lines, sweep
+    assert row["requests"]["grid"] == 4 * (1 + 2 + 4 + 8)
+    assert row["requests_ratio"] == pytest.approx(row["requests"]["adaptive"] / row["requests"]["grid"])
+    assert row["grid_points"] == 4 and row["adaptive_points"] >= 2
+    assert row["slo_grid_range"] == [2, 4] and row["slo_within_one_grid_step"]
+    assert set(row["deviation_by_grid_point"]) == {"c1", "c2", "c4", "c8"}
+    assert "slow" in (tmp_path / "sb" / "sweep-bench.md").read_text()
