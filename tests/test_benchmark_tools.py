@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bench.lab import requestcost
+from bench.lab import clientscale, requestcost
 from bench.lab.calibration import start_server, stop_server
 from bench.results import sweepbench
 from bench.serve.launcher import free_port
@@ -64,3 +64,18 @@ def test_sweepbench_counts_the_requests_each_sweep_sent(tmp_path):
     assert row["slo_grid_range"] == [2, 4] and row["slo_within_one_grid_step"]
     assert set(row["deviation_by_grid_point"]) == {"c1", "c2", "c4", "c8"}
     assert "slow" in (tmp_path / "sb" / "sweep-bench.md").read_text()
+
+
+def test_clientscale_writes_a_row_from_the_run_it_made(tmp_path, capsys):
+    argv = ["--concurrency", "32", "--workers", "1", "--server-processes", "1", "--rounds", "2"]
+    assert clientscale.main([*argv, "--ramp-up", "0.02", "--out", str(tmp_path)]) == 0
+    (folder,) = tmp_path.glob("scale-*")
+    rows = [line for line in (folder / "table.md").read_text().splitlines() if line.startswith("|  32 |")]
+    assert len(rows) == 1, (folder / "table.md").read_text()
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    head = [c.strip() for c in (folder / "table.md").read_text().splitlines()[2].strip("|").split("|")]
+    row = dict(zip(head, cells))
+    assert row["failed"] == "0" and row["ramp-up ms"] == "20.00" and row["client"] == "this checkout"
+    assert int(row["chunks >1 ms late"]) >= 0 and float(row["% of offered tok/s"]) > 0
+    requests = sum(len(f.read_text().splitlines()) for f in folder.rglob("requests.jsonl"))
+    assert requests == 64  # two rounds of 32 streams, every record written once
