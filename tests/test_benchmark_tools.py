@@ -29,8 +29,8 @@ def test_requestcost_prints_the_client_beside_the_bare_loop(capsys):
 SET = """
 input_len = 16
 output_len = 8
-num_prompts = 4
-prompts_per_concurrency = 4
+num_prompts = 8
+prompts_per_concurrency = 8
 
 [[scenario]]
 name = "slow"
@@ -58,7 +58,10 @@ def test_sweepbench_counts_the_requests_each_sweep_sent(tmp_path):
     for sweep in ("grid", "adaptive"):
         lines = sum(len(f.read_text().splitlines()) for f in (tmp_path / "sb" / sweep).rglob("requests.jsonl"))
         assert row["requests"][sweep] == lines, sweep
-    assert row["requests"]["grid"] == 4 * (1 + 2 + 4 + 8)
+    assert row["requests"]["grid"] == 8 * (1 + 2 + 4 + 8)
+    # Only c8 (64 requests) runs past what an adaptive point would stop with (50 + 8 sent): the
+    # others have no early reading to compare with their whole.
+    assert set(row["early_gap_by_grid_point"]) == {"c8"} and row["max_early_gap"] < 1
     assert row["requests_ratio"] == pytest.approx(row["requests"]["adaptive"] / row["requests"]["grid"])
     assert row["grid_points"] == 4 and row["adaptive_points"] >= 2
     assert row["slo_grid_range"] == [2, 4] and row["slo_within_one_grid_step"]

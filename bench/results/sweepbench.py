@@ -9,6 +9,9 @@ with the same SLO search (`--slo`). It prints, per scenario:
   them against the target (2 %), and how many lie within what chance allows (the grid point's
   own 95 % interval, by the same batch-means rule, plus the nearest adaptive points'): on a host
   whose engine speed wanders, two sweeps cannot agree closer than that;
+- how far each grid point's first requests (as many as an adaptive point at its load stops
+  with) read from the whole point, on the same records: a start-up transient slower than that
+  floor, which no stopping rule can see, bounds the agreement from below too (early_gaps);
 - the cost: requests sent (each point's warm-up included) and wall time of each, and their ratio
   (target <= 40 %); the engine is first warmed up by a short run that counts for neither;
 - the SLO answer of each (grid: between two of its points; adaptive: by bisection, to one grid
@@ -31,11 +34,13 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.errors import UserError, exit_status
+from bench.instrument import steady
+from bench.instrument.records import read_records
 from bench.paths import RESULTS, ROOT
 from bench.results import adaptive
 from bench.results.scenarios import find_set, load_set
 from bench.results.slo_report import read as read_answer
-from bench.results.sweep import read_log, steady_point
+from bench.results.sweep import MIN_REQUESTS, read_log, steady_point
 
 TARGET_COST = 0.40  # adaptive requests and wall time, as a share of the grid's
 TARGET_FRONTIER = 0.02
@@ -112,6 +117,30 @@ def frontier_points(folder: Path, target: float) -> list[adaptive.FrontierPoint]
     return sorted(out, key=lambda p: p.load)
 
 
+def early_gaps(folder: Path, target: float) -> dict[str, float]:
+    """Per grid point, how far the throughput its first requests show lies from its whole run's:
+    the records an adaptive point at that load would have stopped with (MIN_REQUESTS or two waves
+    of C completed before the oldest send still in flight, so one more wave of C sent), judged the
+    same way. Same server, same minutes: the gap is the point's own slow start-up transient, which
+    no stopping rule that sees only those requests can tell from its steady state, so an adaptive
+    frontier cannot agree with the grid closer than this on that server. Points the adaptive sweep
+    would have run whole are left out."""
+    log, out = read_log(folder) or {"points": []}, {}
+    for e in log["points"]:
+        if e.get("state") != "done" or e["loop"] != "closed":
+            continue
+        run, c = folder / e["point"], int(e["load"])
+        recs = sorted((r for r in read_records(run / "requests.jsonl") if not r.warmup), key=lambda r: r.sent)
+        n = max(MIN_REQUESTS, 2 * c) + c
+        whole = steady_point(run, target, e["load"])
+        if len(recs) <= n or whole is None:
+            continue
+        early = steady.judge(recs[:n], target, 1, end=recs[n].sent)["intervals"]["output_throughput"]
+        if early:
+            out[f"c{c}"] = early["mean"] / whole.throughput - 1
+    return out
+
+
 def noise_allowance(g: adaptive.FrontierPoint, adapt: list[adaptive.FrontierPoint]) -> float:
     """How far apart two measurements of the point may lie by chance: its interval plus the widest
     of the two adaptive points nearest its load."""
@@ -125,6 +154,7 @@ def compare(args, scenario: str, walls: dict[str, float]) -> dict:
     off = {f"c{g.load:g}": adaptive.deviation(g, adapt) for g in grid} if grid and adapt else {}
     allowed = {f"c{g.load:g}": max(TARGET_FRONTIER, noise_allowance(g, adapt)) for g in grid}
     sent = {"grid": requests_sent(grid_dir), "adaptive": requests_sent(adapt_dir)}
+    gaps = early_gaps(grid_dir, args.ci_target)
     answers = {"grid": read_answer(grid_dir), "adaptive": read_answer(adapt_dir)}
     lo, hi = (answers["grid"] or {}).get("range", [None, None])
     a = (answers["adaptive"] or {}).get("load")
@@ -139,6 +169,9 @@ def compare(args, scenario: str, walls: dict[str, float]) -> dict:
         "max_deviation": max(off.values()) if off else None,
         "noise_allowance_by_grid_point": allowed,
         "within_noise": sum(bool(off[k] <= allowed[k]) for k in off),
+        "early_gap_by_grid_point": gaps,
+        "max_early_gap": max((abs(g) for g in gaps.values()), default=None),
+        "early_within_target": sum(abs(g) <= TARGET_FRONTIER for g in gaps.values()),
         "requests": sent,
         "requests_ratio": sent["adaptive"] / sent["grid"] if sent["grid"] else None,
         "wall_s": walls,
@@ -164,12 +197,15 @@ def _pct(x) -> str:
 def table(rows: list[dict], fmt: str) -> str:
     body = []
     for r in rows:
+        gaps = r["early_gap_by_grid_point"]
+        early = f"{_pct(r['max_early_gap'])} ({r['early_within_target']}/{len(gaps)} within 2 %)"
         body.append(
             [
                 r["scenario"],
                 f"{r['grid_points']} / {r['adaptive_points']}",
                 f"{_pct(r['max_deviation'])} ({'ok' if (r['max_deviation'] or 1) <= TARGET_FRONTIER else 'over'} 2 %)",
                 f"{r['within_noise']}/{r['grid_points']}",
+                early,
                 f"{r['requests']['grid']} / {r['requests']['adaptive']} = {_pct(r['requests_ratio'])}",
                 f"{r['wall_s']['grid']:.0f} / {r['wall_s']['adaptive']:.0f} s = {_pct(r['wall_ratio'])}",
                 _range(*r["slo_grid_range"]),
@@ -181,6 +217,7 @@ def table(rows: list[dict], fmt: str) -> str:
         "Points grid / adaptive",
         "Frontier: max distance",
         "Within the intervals",
+        "Grid's first requests vs its whole points",
         "Requests grid / adaptive",
         "Wall time grid / adaptive",
         "SLO answer, grid",
