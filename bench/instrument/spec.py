@@ -16,6 +16,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.errors import UserError
+from bench.instrument.sessions import DATASETS as SESSION_DATASETS
+from bench.instrument.sessions import Dist
+from bench.instrument.traces import FORMATS as TRACE_DATASETS
 
 
 @dataclass(frozen=True)
@@ -354,19 +357,17 @@ def from_args(args: argparse.Namespace, argv: list[str]) -> RunSpec:
             f"--base-url {args.base_url!r} is not an http:// or https:// address; give one such as "
             "http://127.0.0.1:8000/v1"
         )
-    trace = args.dataset in ("mooncake", "burstgpt")
+    trace = args.dataset in TRACE_DATASETS
     if args.concurrency is None and args.rate is None and not trace:
         raise UserError("give --concurrency N (closed loop) or --rate R (open loop)")
     if trace and args.rate is not None:
         raise UserError(f"--dataset {args.dataset} sends at the trace's times; drop --rate (--time-scale speeds it up)")
-    if args.dataset in ("sessions", "sharegpt-sessions") and (args.api != "chat" or args.transport != "raw"):
+    if args.dataset in SESSION_DATASETS and (args.api != "chat" or args.transport != "raw"):
         raise UserError(f"--dataset {args.dataset} sends chat history: give --api chat (with the raw transport)")
-    if args.dataset in ("sessions", "sharegpt-sessions"):
-        from bench.instrument.sessions import Dist
-
+    if args.dataset in SESSION_DATASETS:
         Dist.parse(args.turns, "--turns")
         Dist.parse(args.think_time, "--think-time")
-    sessions_or_trace = trace or args.dataset in ("sessions", "sharegpt-sessions")
+    sessions_or_trace = trace or args.dataset in SESSION_DATASETS
     if sessions_or_trace and args.workers is not None and args.workers > 1:
         raise UserError(
             f"--dataset {args.dataset} runs in one client process (turns and shared blocks in order); drop --workers"

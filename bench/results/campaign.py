@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.instrument import spec
+from bench.instrument import sessions, spec, traces
 from bench.instrument.measure import measure
 from bench.instrument.spec import RunSpec
 from bench.results import campaign_cli, fitset, plot, report, slo
@@ -108,11 +108,11 @@ def point_spec(args, p: Point, label: str, campaign: str, extra: list[str]) -> R
 def session_trace_flags(s: Scenario) -> list[str]:
     """The `bench run` flags of a session or trace scenario (sessions send chat history)."""
     argv = ["--dataset", "sessions"] if s.dataset == "sessions" else []
-    if s.dataset in ("sessions", "sharegpt-sessions"):
+    if s.dataset in sessions.DATASETS:
         argv += ["--api", "chat"]
         argv += ["--turns", s.turns] if s.turns else []
         argv += ["--think-time", s.think_time] if s.think_time else []
-    if s.dataset in ("mooncake", "burstgpt"):
+    if s.dataset in traces.FORMATS:
         argv += ["--time-scale", f"{s.time_scale:g}"]
     return argv
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UserError
+from bench.instrument import sessions, traces
 from bench.paths import SCENARIO_DIR
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # safe as a folder name
-DATASETS = (None, "sharegpt", "jsonl", "sessions", "sharegpt-sessions", "mooncake", "burstgpt")
-TRACES = ("mooncake", "burstgpt")  # one load point: the trace's own times
+DATASETS = (None, "sharegpt", "jsonl", *sessions.DATASETS, *traces.FORMATS)
+TRACES = traces.FORMATS  # one load point: the trace's own times
 
 
 @dataclass
