@@ -183,7 +183,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w = p.add_argument_group("workload")
     w.add_argument(
         "--dataset",
-        choices=["random", "sharegpt", "jsonl", "sessions", "sharegpt-sessions", "mooncake", "burstgpt"],
+        choices=["random", "sharegpt", "jsonl", *SESSION_DATASETS, *TRACE_DATASETS],
         default="random",
         help="random: exact token lengths; sharegpt: a ShareGPT JSON file; jsonl: one prompt per line; "
         "sessions / sharegpt-sessions: multi-turn conversations (--num-prompts and --warmup count "
