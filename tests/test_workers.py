@@ -80,6 +80,7 @@ def test_summary_of_two_workers_is_the_summary_of_their_merged_records(calibrati
     assert summary["completed"] == 40
     assert {k: summary[k] for k in again} == again
     assert summary["client_cpu_s"] > 0  # both workers' CPU, reported back to the parent
+    assert 0 < summary["client_encode_cpu_s"] < summary["client_cpu_s"]  # their bodies, encoded before timing
 
 
 def _workers(pid: int) -> list[int]:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -95,6 +96,7 @@ class Runner:
         self.ids: dict[bool, list[int]] = {}  # per phase (warmup?): ids when not consecutive (a worker's share)
         self.watch = None  # a steady.Watch: stop sending once the measured records are steady
         self.in_flight: dict[int, Record] = {}  # measured requests sent and not ended, for the watch
+        self.encode_cpu = 0.0  # CPU (s) spent encoding request bodies before each phase's timing began
 
     # -- one request ---------------------------------------------------------------------
     async def one(
@@ -235,7 +237,9 @@ class Runner:
         prepare = getattr(self.transport, "prepare", None)
         bodies = [None] * len(prompts)
         if prepare is not None and sum(len(p.text) for p in prompts) < PREPARE_BYTES:
+            cpu = time.process_time()
             bodies = [prepare(self.make_body(p), self.request_id(i)) for p, i in zip(prompts, ids)]
+            self.encode_cpu += time.process_time() - cpu
         # Closed loops and capped open loops know how many connections they need.
         with contextlib.suppress(OSError, ConnectTimeout):  # a refused connection fails, and is recorded, per request
             n = min(cap, len(prompts)) if load.concurrency else 0

@@ -136,6 +136,7 @@ class Job:
 class Ran:
     stopped_by: int  # the signal that stopped the run, 0 when none
     cpu_s: float  # the workers' CPU while sending, summed over those that reported it
+    encode_cpu_s: float = 0.0  # their CPU encoding request bodies before timing began (not in cpu_s)
     info: dict = field(default_factory=dict)  # summary["workers"]
 
 
@@ -185,7 +186,8 @@ def _worker(job: Job, share: Share, pipe) -> None:
     cpu = time.process_time()
     sending = job.send(runner, share.warm, share.prompts, share.load)
     stopped_by = job.loop_run(_reporting(sending, runner, pipe) if job.progress else sending)
-    pipe.send(("done", {"cpu_s": time.process_time() - cpu, "stopped_by": stopped_by}))
+    cpu = time.process_time() - cpu - runner.encode_cpu
+    pipe.send(("done", {"cpu_s": cpu, "encode_cpu_s": runner.encode_cpu, "stopped_by": stopped_by}))
 
 
 async def _reporting(sending, runner: Runner, pipe):
@@ -246,7 +248,8 @@ def run(job: Job, shares: list[Share], on_measure_start: Callable[[], None] | No
     ]
     stopped = max([r["stopped_by"] for r in results.values()] + stopping[:1], default=0)
     info = {"count": len(shares), "cores": [s.core for s in shares], "died": died}
-    return Ran(stopped, sum(r["cpu_s"] for r in results.values()), info)
+    encode = sum(r["encode_cpu_s"] for r in results.values())
+    return Ran(stopped, sum(r["cpu_s"] for r in results.values()), encode_cpu_s=encode, info=info)
 
 
 def _supervise(procs: dict, pipes: dict, on_measure_start, bar: bool) -> dict[int, dict]:

@@ -50,7 +50,8 @@ def rebuild(folder: Path, force: bool = False) -> dict:
     records = list(read_records(folder / REQUESTS))
     summary = metrics.summarise(records, gpu_count=man.get("gpu_count"))
     summary.update(session_metrics.summarise(records))
-    summary.update(partial=True, rebuilt=REBUILT, client_cpu_s=None, client_cpu_ms_per_1k_chunks=None)
+    client = {"client_cpu_s": None, "client_encode_cpu_s": None, "client_cpu_ms_per_1k_chunks": None}
+    summary.update(partial=True, rebuilt=REBUILT, **client)
     summary["verdict"] = verdict.judge(summary, (man.get("load") or {}).get("min_success", 0.99))
     summary["notes"] = verdict.notes(summary)
     t0 = (man.get("clock") or {}).get("t0_perf_counter") or 0.0
