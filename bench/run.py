@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.instrument import metrics, session_metrics, spec
+from bench.instrument import metrics, run_flags, session_metrics, spec
 from bench.instrument.measure import measure
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    spec.add_arguments(p)
+    run_flags.add_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
