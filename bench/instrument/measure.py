@@ -17,13 +17,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from time import perf_counter
 from urllib.parse import urlsplit
 
-from bench import paths
-from bench.errors import UserError
 from bench.instrument import (
     checks,
     dialect,
@@ -40,9 +37,11 @@ from bench.instrument import (
     workload,
 )
 from bench.instrument import session_trace_workload as more
-from bench.instrument.gpu_sampler import GpuSampler, read_lines
+from bench.instrument.gpu_sampler import GpuSampler
 from bench.instrument.reasoning import think_tags
 from bench.instrument.records import RecordWriter, read_records
+from bench.instrument.run_folder import gpu_devices, run_folder, run_manifest
+from bench.instrument.run_requests import build_workload, request_body
 from bench.instrument.runner import Load, Runner
 from bench.instrument.scrape import Scraper
 from bench.instrument.spec import RunSpec
@@ -71,7 +70,7 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     out = run_folder(spec, label)
 
     t0 = perf_counter()
-    man = _manifest(spec, info, server, label, t0)
+    man = run_manifest(spec, info, server, label, t0)
     if spec.ignore_eos and not speaks.ignore_eos:  # the engine refuses it: lengths come from its config
         man["workload"]["ignore_eos"] = False
         man["workload"]["ignore_eos_not_sent"] = f"the {server.get('engine')} engine refuses ignore_eos"
@@ -177,169 +176,12 @@ def measure(spec: RunSpec, self_check: Callable[[RunSpec], dict] | None = None) 
     summary["checks"] = checks.run_checks(records, checks.read_server(out / "server.jsonl"), man, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     man["partial"] = partial
-    man["gpu_telemetry"] = _gpu_devices(out / "gpu.jsonl", gpus.message)
+    man["gpu_telemetry"] = gpu_devices(out / "gpu.jsonl", gpus.message)
     manifest.write(out / "manifest.json", man)
     return Measured(out, summary, man, partial, stopped_by)
 
 
 # ---- before the run: workload, request bodies, run folder, manifest ----
-
-
-def _tokenizer_path(spec: RunSpec, info: probe.ServerInfo, recorded: str | None = None) -> str:
-    """--tokenizer as given (it must exist), else the first model path that exists here (`recorded`: the
-    serve record's, for a server that names its model without a path)."""
-    if spec.tokenizer is not None:
-        if not Path(spec.tokenizer).exists():
-            raise UserError(
-                f"--tokenizer {spec.tokenizer} does not exist; give the model's folder or its tokenizer.json"
-            )
-        return spec.tokenizer
-    for candidate in (spec.model, info.root, info.model, recorded):
-        if candidate and Path(candidate).exists():
-            return candidate
-    raise UserError("cannot find the model's tokenizer; pass --tokenizer with its folder or tokenizer.json")
-
-
-def build_workload(
-    spec: RunSpec, info: probe.ServerInfo, speaks: dialect.Dialect = dialect.DEFAULT, recorded: str | None = None
-):
-    """(warm-up prompts, measured prompts, the tokenizer, its file) for the chosen dataset; the probe
-    request carries the fields the load will (ignore_eos), so a server that refuses one says so now."""
-    api_key, extra = spec.api_key, spec.extra_body
-    if spec.ignore_eos and speaks.ignore_eos:
-        extra = {"ignore_eos": True, **extra}
-    # The probe is a readiness check: a first-token timeout made short to catch slow measured requests
-    # (tests use 0.1 s) must not refuse a server that answers in a second or two.
-    wait = min(max(spec.first_token_timeout, 2.0), probe.FIRST_ANSWER_TIMEOUT)
-    path = _tokenizer_path(spec, info, recorded)
-    tok = workload.load_tokenizer(path)
-    n = spec.num_prompts + spec.warmup
-    if spec.dataset in more.KINDS:
-        warm, prompts = more.build(spec, info, tok)
-        return warm, prompts, tok, workload.tokenizer_file(path).resolve()
-    if spec.dataset == "random":
-        out_len = spec.output_len
-        longest = (spec.input_len + out_len) * (1 + spec.range_ratio)
-        if info.max_model_len and longest > info.max_model_len:
-            raise UserError(
-                f"input + output length ({longest:.0f} tokens) exceeds the model's limit of "
-                f"{info.max_model_len}; lower --input-len/--output-len"
-            )
-        gen = workload.RandomPrompts(tok, seed=10**6 + spec.seed)
-        overhead = probe.prompt_overhead(info, spec.api, gen.text(0, probe.PROBE_WORDS), api_key, extra, wait)
-        prompts = workload.random_workload(
-            tok, n, spec.input_len, out_len, spec.range_ratio, spec.seed, overhead, spec.prefix_len
-        )
-    else:
-        if not spec.dataset_path:
-            raise UserError(f"--dataset {spec.dataset} needs --dataset-path FILE")
-        if spec.dataset == "sharegpt":
-            prompts = workload.sharegpt_workload(spec.dataset_path, tok, n, spec.seed, spec.output_len)
-        else:
-            prompts = workload.jsonl_workload(spec.dataset_path, n, spec.output_len)
-        probe.prompt_overhead(info, spec.api, "ping " * probe.PROBE_WORDS, api_key, extra, wait)
-    if len(prompts) < n:
-        raise UserError(f"the dataset yields {len(prompts)} usable prompts, fewer than the {n} asked for")
-    return prompts[: spec.warmup], prompts[spec.warmup :], tok, workload.tokenizer_file(path).resolve()
-
-
-def request_body(model: str, api: str, ignore_eos: bool, extra: dict, speaks: dialect.Dialect = dialect.DEFAULT):
-    stream_options = {"include_usage": True, "continuous_usage_stats": True}
-
-    def make(prompt: workload.Prompt) -> dict:
-        body = {"model": model, "stream": True, "temperature": 0.0}
-        if speaks.stream_options:
-            body["stream_options"] = stream_options
-        if prompt.messages is not None:
-            body["messages"] = prompt.messages
-        elif api == "chat":
-            body["messages"] = [{"role": "user", "content": prompt.text}]
-        else:
-            body["prompt"] = prompt.text
-        if prompt.output_len:
-            body["max_tokens"] = prompt.output_len
-        if ignore_eos:
-            body["ignore_eos"] = True
-        body.update(extra)
-        return body
-
-    return make
-
-
-def run_folder(spec: RunSpec, label: str) -> Path:
-    load = more.load_point(spec)
-    out = spec.out or paths.RESULTS / "runs" / f"{datetime.now():%Y%m%d-%H%M%S}-{label}-{load}"
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"run folder {out} already holds results; choose another --out (nothing is overwritten)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the run folder {out}: {e.strerror}; choose another --out") from None
-    return out
-
-
-def _manifest(spec: RunSpec, info: probe.ServerInfo, server: dict, label: str, t0: float) -> dict:
-    man = manifest.build(
-        spec.argv,
-        t0,
-        server={
-            "base_url": manifest.redact_text(spec.base_url),
-            "model": info.model,
-            "model_given": info.model_given,
-            "version": info.version,
-            "system_fingerprint": info.system_fingerprint,
-            "engine": server.get("engine"),
-            "label": label,
-            "serve_command": manifest.redact_text(server.get("command") or "") or None,
-        },
-        api=spec.api,
-        transport=spec.transport,
-        workload={
-            "name": spec.dataset,
-            "dataset": spec.dataset_path,
-            "input_len": spec.input_len,
-            "output_len": spec.output_len,
-            "range_ratio": spec.range_ratio,
-            "prefix_len": spec.prefix_len,
-            "num_prompts": spec.num_prompts,
-            "seed": spec.seed,
-            "ignore_eos": spec.ignore_eos,
-            "extra_body": spec.extra_body,
-        },
-        load={
-            "concurrency": spec.concurrency,
-            "rate": spec.rate,
-            "burstiness": spec.burstiness,
-            "ramp_up": spec.ramp_up,
-            "warmup": spec.warmup,
-            "duration": spec.duration,
-            "min_success": spec.min_success,
-            **({"time_scale": spec.time_scale} if spec.dataset in more.traces.FORMATS else {}),
-            "until_steady": {
-                "ci_target": spec.ci_target,
-                "min_requests": spec.min_requests,
-                "max_requests": spec.max_requests,
-            }
-            if spec.until_steady
-            else None,
-        },
-    )
-    man["gpu_count"] = spec.gpus or server.get("gpus") or man["gpu_count"]
-    if spec.campaign or spec.scenario:
-        man["campaign"] = {
-            "name": spec.campaign,
-            "scenario": spec.scenario,
-            "load_point": more.load_point(spec),
-        }
-    return man
-
-
-def _gpu_devices(path: Path, message: str | None) -> dict:
-    """The sampler's devices line (source, driver, names, power limits, max clocks), else why none."""
-    devices = next((x for x in read_lines(path) if x.get("kind") == "devices"), None) if path.is_file() else None
-    if devices is None:
-        return {"source": None, "info": message}
-    return {k: v for k, v in devices.items() if k not in ("kind", "t")}
 
 
 # ---- the run itself ----
