@@ -14,6 +14,7 @@ between polls and reads until each answer's end (send and recv, their kernel wor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import pstats
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.errors import exit_status
+from bench.errors import UserError, exit_status
 from bench.instrument import spec
 from bench.instrument.client import RawTransport
 from bench.instrument.measure import measure
@@ -33,38 +34,35 @@ from bench.lab.calibration import start_server, stop_server
 from bench.paths import TINY_MODEL
 
 
-def cost(requests: int, concurrency: int, workers: int, profile: bool, server_cpu: int, client_cpu: int) -> dict:
-    """Client CPU per request (us) of one run; prints the profile's top functions when asked."""
+@contextlib.contextmanager
+def answering_server(server_cpu: int, client_cpu: int):
+    """A calibration server that answers at once, on `server_cpu`, and this process on `client_cpu`
+    meanwhile; yields (server, a scratch folder). Both runs, ours and the bare loop's, stand on it."""
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(0, log=Path(tmp) / "server.jsonl", ttft_ms=0, itl_ms=0, cpu=server_cpu)
         before = os.sched_getaffinity(0)
         try:
             os.sched_setaffinity(0, {client_cpu})
-            argv = ["--base-url", f"{server.base_url}/v1", "--tokenizer", str(TINY_MODEL), "--no-progress"]
-            argv += ["--concurrency", str(concurrency), "--num-prompts", str(requests), "--input-len", "16"]
-            argv += [
-                "--output-len",
-                "2",
-                "--scrape-interval",
-                "0",
-                "--gpu-ids",
-                "none",
-                "--out",
-                f"{tmp}/run",
-                "--workers",
-                str(workers),
-            ]
-            run = spec.parse(argv)
-            prof = cProfile.Profile() if profile else None
-            if prof:
-                prof.enable()
-            summary = measure(run).summary
-            if prof:
-                prof.disable()
-                pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+            yield server, tmp
         finally:
             os.sched_setaffinity(0, before)
             stop_server(server)
+
+
+def cost(requests: int, concurrency: int, workers: int, profile: bool, server_cpu: int, client_cpu: int) -> dict:
+    """Client CPU per request (us) of one run; prints the profile's top functions when asked."""
+    with answering_server(server_cpu, client_cpu) as (server, tmp):
+        argv = ["--base-url", f"{server.base_url}/v1", "--tokenizer", str(TINY_MODEL), "--no-progress"]
+        argv += ["--concurrency", str(concurrency), "--num-prompts", str(requests), "--input-len", "16"]
+        argv += ["--output-len", "2", "--scrape-interval", "0", "--gpu-ids", "none", "--out", f"{tmp}/run"]
+        run = spec.parse([*argv, "--workers", str(workers)])
+        prof = cProfile.Profile() if profile else None
+        if prof:
+            prof.enable()
+        summary = measure(run).summary
+        if prof:
+            prof.disable()
+            pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     n = summary["completed"] + summary["failed"] + summary["interrupted"]
     return {
         "requests": n,
@@ -78,41 +76,36 @@ def cost(requests: int, concurrency: int, workers: int, profile: bool, server_cp
 
 def floor_cost(requests: int, concurrency: int, server_cpu: int, client_cpu: int) -> float:
     """Client CPU per request (us) of the bare loop: the same 2-token requests, sent and read."""
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(0, log=Path(tmp) / "server.jsonl", ttft_ms=0, itl_ms=0, cpu=server_cpu)
-        before = os.sched_getaffinity(0)
-        socks: dict[int, socket.socket] = {}
+    with answering_server(server_cpu, client_cpu) as (server, _):
+        body = {"model": "calibration", "prompt": "x " * 16, "max_tokens": 2, "stream": True}
+        body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+        request = RawTransport(f"{server.base_url}/v1", "completions", {}).prepare(body, "floor")
+        socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(concurrency)]
         try:
-            os.sched_setaffinity(0, {client_cpu})
-            body = {"model": "calibration", "prompt": "x " * 16, "max_tokens": 2, "stream": True}
-            body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
-            request = RawTransport(f"{server.base_url}/v1", "completions", {}).prepare(body, "floor")
-            poll = select.epoll()
-            for _ in range(concurrency):
-                s = socket.create_connection(("127.0.0.1", server.port))
+            poll, by_fd = select.epoll(), {s.fileno(): s for s in socks}
+            for s in socks:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 s.setblocking(False)
-                socks[s.fileno()] = s
                 poll.register(s.fileno(), select.EPOLLIN)
             cpu, sent, done = time.process_time(), 0, 0
-            for s in socks.values():
+            for s in socks:
                 s.send(request)
                 sent += 1
             while done < requests:
                 time.sleep(1e-3)  # as the client rests between polls under load
                 for fd, _ in poll.poll(0):
-                    s = socks[fd]
-                    if s.recv(1 << 16).endswith(END):
+                    data = by_fd[fd].recv(1 << 16)
+                    if not data:  # a closed connection would be polled ready forever
+                        raise UserError("the calibration server closed a connection during the bare loop's run")
+                    if data.endswith(END):
                         done += 1
                         if sent < requests:
-                            s.send(request)
+                            by_fd[fd].send(request)
                             sent += 1
             return 1e6 * (time.process_time() - cpu) / requests
         finally:
-            for s in socks.values():
+            for s in socks:
                 s.close()
-            os.sched_setaffinity(0, before)
-            stop_server(server)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         each = ", ".join(f"{u:.1f}" for u in us)
         print(f"client CPU per request: {us[len(us) // 2]:.1f} us (median of {len(us)}: {each})")
         if floors:
-            ratios = sorted(r["us_per_request"] / f for r, f in zip(rows, floors))
+            ratios = [r["us_per_request"] / f for r, f in zip(rows, floors)]  # in run order, as each pair ran
             floors.sort()
             print(
                 f"bare send-and-read loop (the floor): {floors[len(floors) // 2]:.1f} us "
