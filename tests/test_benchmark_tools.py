@@ -9,9 +9,7 @@ import json
 import pytest
 
 from bench.lab import clientscale, requestcost
-from bench.lab.calibration import start_server, stop_server
 from bench.results import sweepbench
-from bench.serve.launcher import free_port
 from conftest import TOKENIZER
 
 
@@ -39,21 +37,15 @@ concurrency = [1, 2, 4, 8]
 
 
 @pytest.mark.slow
-def test_sweepbench_counts_the_requests_each_sweep_sent(tmp_path):
+def test_sweepbench_counts_the_requests_each_sweep_sent(tmp_path, calibration):
     """TTFT 20 ms + 40 ms per other stream: ttft_p99 <= 120 ms holds at c3 (100 ms) and not at c4
     (140), so the grid's answer is c2..c4 whatever a loaded host adds, and the adaptive one lies
     within a grid step of it."""
     (tmp_path / "set.toml").write_text(SET)
-    server = start_server(
-        free_port(), log=tmp_path / "server.jsonl", ttft_ms=20, itl_ms=2, ttft_per_stream_ms=40, itl_per_stream_ms=0.5
-    )
-    try:
-        argv = ["--base-url", f"{server.base_url}/v1", "--set", str(tmp_path / "set.toml")]
-        argv += ["--out", str(tmp_path / "sb")]
-        argv += ["--slo", "ttft_p99=120,tpot_p99=40", f"--run-args=--tokenizer {TOKENIZER} --scrape-interval 0"]
-        assert sweepbench.main(argv) == 0
-    finally:
-        stop_server(server)
+    server = calibration(ttft_ms=20, itl_ms=2, ttft_per_stream_ms=40, itl_per_stream_ms=0.5)
+    argv = ["--base-url", f"{server.base_url}/v1", "--set", str(tmp_path / "set.toml"), "--out", str(tmp_path / "sb")]
+    argv += ["--slo", "ttft_p99=120,tpot_p99=40", f"--run-args=--tokenizer {TOKENIZER} --scrape-interval 0"]
+    assert sweepbench.main(argv) == 0
     (row,) = json.loads((tmp_path / "sb" / "sweep-bench.json").read_text())
     for sweep in ("grid", "adaptive"):
         lines = sum(len(f.read_text().splitlines()) for f in (tmp_path / "sb" / sweep).rglob("requests.jsonl"))
