@@ -13,10 +13,9 @@ import asyncio
 import contextlib
 import signal
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
-from time import perf_counter
+from time import perf_counter, process_time
 
 from bench.instrument.records import Record, RecordWriter
 from bench.instrument.transport import ConnectTimeout, FirstTokenTimeout
@@ -237,9 +236,9 @@ class Runner:
         prepare = getattr(self.transport, "prepare", None)
         bodies = [None] * len(prompts)
         if prepare is not None and sum(len(p.text) for p in prompts) < PREPARE_BYTES:
-            cpu = time.process_time()
+            cpu = process_time()
             bodies = [prepare(self.make_body(p), self.request_id(i)) for p, i in zip(prompts, ids)]
-            self.encode_cpu += time.process_time() - cpu
+            self.encode_cpu += process_time() - cpu
         # Closed loops and capped open loops know how many connections they need.
         with contextlib.suppress(OSError, ConnectTimeout):  # a refused connection fails, and is recorded, per request
             n = min(cap, len(prompts)) if load.concurrency else 0
