@@ -11,6 +11,7 @@ functions return exactly what is drawn.
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 from bench.instrument import metrics
@@ -22,6 +23,7 @@ from bench.results.report import context, load_key, scenario_key, value
 from bench.results.runfolder import MARKS, Run, runs_under
 from bench.results.timeline import plot_timeline
 
+TITLE_WIDTH = 95  # characters of a title line that fit the narrowest plot (11 inches at 12 pt)
 LATENCY_PANELS = [
     ("ttft_p50", "TTFT p50 (ms)"),
     ("ttft_p99", "TTFT p99 (ms)"),
@@ -101,7 +103,8 @@ def cdf_series(records) -> dict[str, list[float]]:
 
 
 def _title(runs: list[Run], what: str) -> str:
-    return f"{what}\n{runs[0].campaign}: {context(runs)}"
+    # The context line wrapped: a long campaign name, model and CPU ran past a plot's edges.
+    return f"{what}\n" + textwrap.fill(f"{runs[0].campaign}: {context(runs)}", TITLE_WIDTH)
 
 
 def _label_points(ax, xs, ys, labels) -> None:
