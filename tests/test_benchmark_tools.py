@@ -37,7 +37,7 @@ concurrency = [1, 2, 4, 8]
 
 
 @pytest.mark.slow
-def test_sweepbench_counts_the_requests_each_sweep_sent(tmp_path, calibration):
+def test_sweepbench_counts_the_requests_each_sweep_sent(tmp_path, calibration, capsys):
     """TTFT 20 ms + 40 ms per other stream: ttft_p99 <= 120 ms holds at c3 (100 ms) and not at c4
     (140), so the grid's answer is c2..c4 whatever a loaded host adds, and the adaptive one lies
     within a grid step of it."""
@@ -59,6 +59,13 @@ def test_sweepbench_counts_the_requests_each_sweep_sent(tmp_path, calibration):
     assert row["slo_grid_range"] == [2, 4] and row["slo_within_one_grid_step"]
     assert set(row["deviation_by_grid_point"]) == {"c1", "c2", "c4", "c8"}
     assert "slow" in (tmp_path / "sb" / "sweep-bench.md").read_text()
+    # The same comparison again from the folder alone, leaving its files as they were.
+    written = (tmp_path / "sb" / "sweep-bench.json").read_text()
+    capsys.readouterr()
+    assert sweepbench.main(["--recompare", str(tmp_path / "sb")]) == 0
+    printed = capsys.readouterr().out
+    assert sweepbench.table(json.loads(written), "simple") in printed
+    assert (tmp_path / "sb" / "sweep-bench.json").read_text() == written
 
 
 def test_clientscale_writes_a_row_from_the_run_it_made(tmp_path, capsys):

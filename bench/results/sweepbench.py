@@ -62,6 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="The adaptive sweep's SLO bisection stops at this relative width (1.0: one doubling, the grid's step).",
     )
     p.add_argument("--out", type=Path, help="Results folder (default results/sweep-bench/<time>).")
+    p.add_argument(
+        "--recompare",
+        type=Path,
+        metavar="DIR",
+        help="Sweep nothing: print the comparison of an earlier sweep-bench folder again, as this version "
+        "computes it (its wall times from its sweep-bench.json, which is left as it is).",
+    )
     # No scraping by default: on the 2-core CPU engine each /metrics request kept the client off the
     # CPU for 0.3-1.7 s (send lag p99 1.2-1.7 s at C=8 with scrapes, 4-13 ms without), so the
     # sweeps compared the host's stalls, not the two ways of placing points.
@@ -235,7 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     args = p.parse_args(argv)
 
+    def again() -> int:
+        earlier = args.recompare / "sweep-bench.json"
+        if not earlier.is_file():
+            raise UserError(f"{args.recompare} holds no sweep-bench.json; give a folder `just sweep-bench` wrote")
+        args.out = args.recompare
+        rows = [compare(args, r["scenario"], r["wall_s"]) for r in json.loads(earlier.read_text())]
+        print(table(rows, "simple"))
+        return 0
+
     def body() -> int:
+        if args.recompare:
+            return again()
         args.set_path = str(find_set(args.set))
         names = [s.name for s in load_set(Path(args.set_path))]
         args.out = args.out or RESULTS / "sweep-bench" / f"{datetime.now():%Y%m%d-%H%M%S}"
