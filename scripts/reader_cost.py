@@ -8,7 +8,8 @@ before and after (process CPU time, best of 9, so other processes on the host ma
 
 Streams: 200 answer tokens (plain); the same with vLLM's completion_tokens_details in every usage
 (as with a reasoning parser); 150 reasoning tokens then 50 answer tokens, in vLLM's spelling
-(reasoning) and SGLang's (reasoning_content).
+(reasoning) and SGLang's (reasoning_content). Last, a 2-token answer that arrives whole in one read
+(as a short answer does), read and its record filled: the cost behind `just bench-request-cost`.
 """
 
 import time
@@ -16,6 +17,7 @@ import time
 import orjson
 
 from bench.instrument.reader import ResponseReader
+from bench.instrument.records import Record
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 BASE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
@@ -54,6 +56,23 @@ def ns_per_read(reads: list[bytes], streams: int = 1000, **kw) -> float:
     return best * 1e9
 
 
+def us_per_short_answer(answers: int = 20000) -> float:
+    """A 2-token answer whole in one read: the read and the record's fill, per answer (us)."""
+    data = b"".join(stream(2))
+    best = float("inf")
+    for _ in range(9):
+        t = time.process_time()
+        for _ in range(answers):
+            reader = ResponseReader("chat")
+            reader.feed(data, 1.0)
+            rec = Record(id=0, warmup=False, scheduled=0.0, sent=0.0)
+            # A checkout before the reader filled records itself went through its general parser.
+            reader.fill(rec) if hasattr(reader, "fill") else reader.result().fill(rec)
+        best = min(best, (time.process_time() - t) / answers)
+    assert rec.completion_tokens == 2 and not rec.error
+    return best * 1e6
+
+
 if __name__ == "__main__":
     cases = {
         "plain": stream(200),
@@ -67,3 +86,4 @@ if __name__ == "__main__":
         print(f"{'plain, inline think tags on':30s} {ns_per_read(cases['plain'], think=True):6.0f} ns per read")
     except TypeError:
         pass  # a checkout from before reasoning labels
+    print(f"{'2-token answer in one read':30s} {us_per_short_answer():6.2f} us per answer, read and filled")
