@@ -118,7 +118,9 @@ def test_bench_run_reports_ttfo_and_the_reasoning_split(r1_engine, tmp_path: Pat
     assert len(recs) == 4
     for r in recs:
         assert r.completion_tokens == 16 and r.reasoning_source == "counted"  # vLLM said 0
-        assert r.first_reasoning == r.first < r.first_answer
+        # <=, not <: on a starved client the whole answer can arrive in one read, and chunks read
+        # together share a time (CI saw it); the token check below still pins the first answer.
+        assert r.first_reasoning == r.first <= r.first_answer
         # Tokens 1..BUDGET are reasoning, BUDGET + 1 is </think> (no chunk of its own), the answer
         # follows. A loaded engine joins tokens into one chunk, so the first answer chunk may hold
         # the last reasoning tokens too; the count is then the tokens of the chunks before it.
@@ -130,5 +132,5 @@ def test_bench_run_reports_ttfo_and_the_reasoning_split(r1_engine, tmp_path: Pat
     assert summary["requests_with_reasoning"] == 4 and summary["requests_without_answer"] == 0
     reasoning = sum(r.reasoning_tokens for r in recs)
     assert summary["total_reasoning_tokens"] == reasoning and summary["total_answer_tokens"] == 4 * 16 - reasoning
-    assert summary["mean_ttfo_ms"] > summary["mean_ttft_ms"]
+    assert summary["mean_ttfo_ms"] >= summary["mean_ttft_ms"]
     assert summary["reasoning_tokens_source"] == {"counted": 4}
