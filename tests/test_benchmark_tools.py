@@ -81,3 +81,11 @@ def test_clientscale_writes_a_row_from_the_run_it_made(tmp_path, capsys):
     assert int(row["chunks >1 ms late"]) >= 0 and float(row["% of offered tok/s"]) > 0
     requests = sum(len(f.read_text().splitlines()) for f in folder.rglob("requests.jsonl"))
     assert requests == 64  # two rounds of 32 streams, every record written once
+
+
+def test_clientscale_offers_what_the_schedule_asks_for():
+    stream_s = (clientscale.TTFT_MS + (clientscale.OUTPUT_LEN - 1) * clientscale.ITL_MS) / 1e3
+    assert clientscale.offered_throughput(1024, 2, 0.0) == pytest.approx(1024 * clientscale.OUTPUT_LEN / stream_s)
+    # A 0.5 s ramp over 3 rounds: the last stream starts 0.5 x 1023/1024 s in and ends 3 streams later.
+    span = 0.5 * 1023 / 1024 + 3 * stream_s
+    assert clientscale.offered_throughput(1024, 3, 0.5) == pytest.approx(3 * 1024 * clientscale.OUTPUT_LEN / span)

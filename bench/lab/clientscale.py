@@ -3,8 +3,9 @@
 For each concurrency C: the calibration server on S processes sharing its port (cores 0..S-1,
 one each), `bench run --workers W` on the next W cores, a closed loop of C streams for `rounds`
 requests each (128 output tokens, true TTFT 50 ms, one token every 20 ms: C x 49 chunks/s
-offered). Per row: our first-chunk stamp error against the server's logged send (p99), the
-chunk-ITL p99 error, the share of the offered throughput we measured, the client's CPU per
+offered; with --ramp-up, the span it adds counts in what is offered). Per row: our first-chunk
+stamp error against the server's logged send (p99), the chunk-ITL p99 error, the share of the
+offered throughput we measured, the client's CPU per
 1,000 chunks while sending, our send lag p99, chunks stamped over 1 ms after the server sent
 them, and the server's own lateness (p99), so a server that fell behind shows as such.
 
@@ -56,6 +57,14 @@ def plan(concurrencies: list[int], workers: list[int], servers: list[int]) -> tu
                 f"C={c} needs {w} + {s} cores, this host lets us use {cores}; lower --workers or --server-processes"
             )
     return workers, servers
+
+
+def offered_throughput(c: int, rounds: int, ramp: float) -> float:
+    """Output tokens/s that a client and server keeping perfect time would measure: every token the
+    schedule asks for, over the span from the first send to the last token, the ramp-up's (its last
+    stream starts ramp x (C - 1) / C in) included; without one, C streams' rate."""
+    stream_s = (TTFT_MS + (OUTPUT_LEN - 1) * ITL_MS) / 1e3
+    return c * rounds * OUTPUT_LEN / (ramp * (c - 1) / c + rounds * stream_s)
 
 
 def stamp_errors(out: Path, records: list[Record], entries: dict[str, dict]) -> tuple[np.ndarray, int]:
@@ -115,7 +124,7 @@ def row(
     err = accuracy.errors(accuracy.latencies_from_run(out), truth)
     records = list(read_records(out / "requests.jsonl"))  # once, for the stamps and the lag
     first, late = stamp_errors(out, records, entries)
-    offered = c * OUTPUT_LEN / ((TTFT_MS + (OUTPUT_LEN - 1) * ITL_MS) / 1e3)
+    offered = offered_throughput(c, rounds, ramp)
     return {
         "C": c,
         "client": str(client) if client else "this checkout",
