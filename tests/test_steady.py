@@ -42,11 +42,28 @@ def first_steady(records: list[Record], closed: bool = True, target: float = 0.0
         sent, now = records[:n], records[n - 1].sent
         oldest = min(r.sent for r in sent if r.last > now)  # the oldest request in flight, as the runner finds it
         done = [r for r in sent if r.last <= now]
-        if (verdict := steady.judge(done, target, min_requests, end=oldest, closed=closed))["steady"]:
+        if (verdict := steady.judge(done, target, min_requests, oldest, closed, whole_until=now))["steady"]:
             # Judged again once every request sent has ended, over the same window: the same answer.
-            assert steady.judge(sent, target, min_requests, end=oldest, closed=closed) == verdict
+            assert steady.judge(sent, target, min_requests, oldest, closed, whole_until=now) == verdict
             return n, verdict
     return None
+
+
+def test_a_closed_loop_in_lockstep_counts_the_wave_that_just_ended():
+    """Streams of equal length end together, and each sends its next request as it ends. Once the
+    second wave has ended, the third is in flight and the window ends at its first send: every
+    request sent before that has ended, so both waves count. Counted by end time (the judgement after
+    a run, when the load drained after the last send), only the first wave and one request did."""
+    c, length = 64, 0.02 + 47 * 0.01  # TTFT 20 ms, then 47 tokens 10 ms apart
+    recs, sent = [], [s * 1e-4 for s in range(c)]
+    for wave in range(2):
+        for s in range(c):
+            recs.append(synthetic_record(wave * c + s, sent[s], [sent[s] + 0.02 + j * 0.01 for j in range(48)]))
+            sent[s] += length  # the stream's next request leaves as this one ends
+    oldest, now = min(sent), max(r.last for r in recs)
+    running = steady.judge(recs, 0.02, 1, end=oldest, whole_until=now)
+    assert running["completed_in_window"] == 2 * c and running["whole_until_s"] == now
+    assert steady.judge(recs, 0.02, 1, end=oldest)["completed_in_window"] == c + 1
 
 
 @pytest.mark.parametrize("closed", [True, False])  # both estimators of the throughput

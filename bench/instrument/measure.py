@@ -201,7 +201,7 @@ def _steadiness(spec: RunSpec, records, watch: steady.Watch, stopped_by: int) ->
         else "max_duration"
     )
     return {"stopped_by": why, "steady_at_s": watch.at, "measured": sent} | steady.judge(
-        records, spec.ci_target, spec.min_requests, end=watch.end, closed=spec.rate is None
+        records, spec.ci_target, spec.min_requests, end=watch.end, closed=spec.rate is None, whole_until=watch.at
     )
 
 

@@ -21,7 +21,13 @@ left out of both (MSER's cut, at most half of them); the summary says how many.
 
 The window starts at the first generated token (the ramp before it is not the point's load) and
 ends where every token before it is known: while running, the send of the oldest request still in
-flight; afterwards, the last send (after it the load drains).
+flight; afterwards, the last send (after it the load drains). The requests it counts are those sent
+before its end that ended while the load was still whole: while running, every one sent before the
+oldest still in flight (all have ended, by that very choice); afterwards, those that ended by the
+last send. Chosen by send time, not by end time, while running: a closed loop's streams end
+together, so "ended before the oldest send in flight" held one wave less (the wave that had just
+ended, whose next requests are the ones in flight), and each point sent a wave more than it needed.
+A cohort chosen by send time is no more favourable to short requests than one chosen by end time is.
 """
 
 from __future__ import annotations
@@ -116,17 +122,27 @@ def throughput_batches(records: list[Record], start: float, end: float, k: int =
     return (counts / ((end - start) / k)).tolist()
 
 
-def cycle_batches(records: list[Record], start: float, end: float, k: int = BATCHES) -> list[float]:
-    """Closed loop: output tokens per second in k equal-count batches of the requests that ended by
-    `end` (in end order), each as the mean requests in flight over [start, end] x its tokens over its
-    requests' summed times (send to end). A failed request holds its slot and brings no tokens."""
+def counted(r: Record, end: float, whole_until: float) -> bool:
+    """Whether a finished request counts in a window ending at `end`: sent before it, and ended by
+    `whole_until`, the moment the load stopped being whole (the module docstring says why)."""
+    return r.sent < end and metrics.end(r) <= whole_until
+
+
+def cycle_batches(
+    records: list[Record], start: float, end: float, k: int = BATCHES, whole_until: float | None = None
+) -> list[float]:
+    """Closed loop: output tokens per second in k equal-count batches of the requests counted in the
+    window (`counted`; `whole_until` defaults to `end`), in end order, each as the mean requests in
+    flight over [start, end] x its tokens over its requests' summed times (send to end). A failed
+    request holds its slot and brings no tokens. Requests sent after `end` add nothing in flight."""
     if end <= start:
         return []
+    until = end if whole_until is None else whole_until
     in_flight = sum(max(0.0, min(metrics.end(r), end) - max(r.sent, start)) for r in records) / (end - start)
     ended = sorted(
         (metrics.end(r), metrics.output_tokens(r) if r.ok else 0, metrics.end(r) - r.sent)
         for r in records
-        if metrics.end(r) <= end
+        if counted(r, end, until)
     )
     if len(ended) < k:
         return []
@@ -134,30 +150,41 @@ def cycle_batches(records: list[Record], start: float, end: float, k: int = BATC
     return [in_flight * part[:, 1].sum() / part[:, 2].sum() for part in parts if part[:, 2].sum() > 0]
 
 
-def tpot_batches(records: list[Record], end: float, k: int = BATCHES) -> list[float]:
-    """Mean TPOT (s) of k equal-count batches of the requests that ended by `end`, in end order."""
-    ended = sorted((metrics.end(r), t) for r in records if (t := metrics.tpot(r)) is not None and metrics.end(r) <= end)
+def tpot_batches(records: list[Record], end: float, k: int = BATCHES, whole_until: float | None = None) -> list[float]:
+    """Mean TPOT (s) of k equal-count batches of the requests counted in the window, in end order."""
+    until = end if whole_until is None else whole_until
+    ended = sorted(
+        (metrics.end(r), t) for r in records if (t := metrics.tpot(r)) is not None and counted(r, end, until)
+    )
     if len(ended) < k:
         return []
     return [float(part.mean()) for part in np.array_split(np.asarray([t for _, t in ended]), k)]
 
 
 def judge(
-    records: list[Record], target: float, min_requests: int, end: float | None = None, closed: bool = True
+    records: list[Record],
+    target: float,
+    min_requests: int,
+    end: float | None = None,
+    closed: bool = True,
+    whole_until: float | None = None,
 ) -> dict:
     """Steadiness of a load point's measured records over [first token, end] (default: the last send);
-    `closed`: a closed loop (concurrency alone), else an open one (a rate)."""
+    `closed`: a closed loop (concurrency alone), else an open one (a rate); `whole_until`: until when
+    the load was whole (default `end`; a running point's judgement: the moment it judged, when every
+    request sent before `end` had ended)."""
     measured = [r for r in records if not r.warmup]
     recs = [r for r in measured if r.ok and r.first is not None]
     if end is None:
         end = max((r.sent for r in measured), default=0.0)
+    until = end if whole_until is None else whole_until
     start = min((r.first for r in recs), default=end)
-    tput = cycle_batches(measured, start, end) if closed else throughput_batches(recs, start, end)
+    tput = cycle_batches(measured, start, end, whole_until=until) if closed else throughput_batches(recs, start, end)
     series = {
         "output_throughput": interval(tput),
-        "mean_tpot": interval(tpot_batches(recs, end)),
+        "mean_tpot": interval(tpot_batches(recs, end, whole_until=until)),
     }
-    done = sum(metrics.end(r) <= end for r in recs)
+    done = sum(counted(r, end, until) for r in recs)
     steady, why = verdict(series, target)
     if steady and done < min_requests:
         steady, why = False, f"{done} requests completed in the window, fewer than the {min_requests} asked for"
@@ -168,6 +195,7 @@ def judge(
         "loop": "closed" if closed else "open",
         "min_requests": min_requests,
         "window_s": [start, end],
+        "whole_until_s": until,
         "completed_in_window": done,
         "intervals": {name: asdict(iv) if iv else None for name, iv in series.items()},
     }
@@ -199,7 +227,7 @@ class Watch:
         if self.done or now < self.next_check or len(self.records) < self.min_requests:
             return self.done
         end = (oldest_in_flight if oldest_in_flight else now) - self.t0
-        if judge(self.records, self.target, self.min_requests, end, self.closed)["steady"]:
+        if judge(self.records, self.target, self.min_requests, end, self.closed, now - self.t0)["steady"]:
             self.done, self.at, self.end = True, now - self.t0, end
         cost = perf_counter() - now
         self.next_check = perf_counter() + max(self.every, 20 * cost)

@@ -179,7 +179,7 @@ def steady_point(run: Path, target: float, load: float, closed: bool = True) -> 
     """A point on the frontier from its steady state: output throughput (mean and relative 95 %
     half-width of the interval its run judged with --until-steady, else the same rule over its
     records up to the last send; `closed`: a closed loop) and interactivity (median 1 / TPOT of the
-    requests that ended in that window, past the same start-up cut). The adaptive choice, points.md
+    requests counted in that window, past the same start-up cut). The adaptive choice, points.md
     and `just sweep-bench` all read a point by these, not by the summary's figures over every
     request: ramp-up and drain weigh more in a short run than in a long one (the drain's last
     requests run at falling load, so their TPOT is low: c64 of 256-128 in sweep-bench run 6 read
@@ -197,8 +197,11 @@ def steady_point(run: Path, target: float, load: float, closed: bool = True) -> 
         got = value(s, "output_throughput"), value(s, "interactivity_p50")
         return adaptive.FrontierPoint(load, got[0], got[1]) if all(got) else None
     end = judged["window_s"][1]
+    until = judged.get("whole_until_s", end)  # summaries before it: the window's end
     ended = sorted(
-        (metrics.end(r), t) for r in recs if not r.warmup and r.ok and (t := metrics.tpot(r)) and metrics.end(r) <= end
+        (metrics.end(r), t)
+        for r in recs
+        if not r.warmup and r.ok and (t := metrics.tpot(r)) and steady.counted(r, end, until)
     )
     ended = ended[len(ended) * tpot["cut"] // (tpot["cut"] + tpot["batches"]) :]
     inter = float(np.median([1.0 / t for _, t in ended]))

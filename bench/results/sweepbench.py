@@ -127,8 +127,8 @@ def frontier_points(folder: Path, target: float) -> list[adaptive.FrontierPoint]
 def early_gaps(folder: Path, target: float, whole: list[adaptive.FrontierPoint]) -> dict[str, float]:
     """Per grid point, how far the throughput its first requests show lies from its whole run's:
     the records an adaptive point at that load would have stopped with (MIN_REQUESTS or two waves
-    of C completed before the oldest send still in flight, so one more wave of C sent), judged the
-    same way. Same server, same minutes: the gap is the point's own slow start-up transient, which
+    of C sent before the oldest send still in flight and ended, and one more wave of C in flight),
+    judged the same way. Same server, same minutes: the gap is the point's own slow start-up transient, which
     no stopping rule that sees only those requests can tell from its steady state, so an adaptive
     frontier cannot agree with the grid closer than this on that server. `whole`: the grid's points
     as frontier_points read them. Points the adaptive sweep would have run whole are left out."""
@@ -139,10 +139,12 @@ def early_gaps(folder: Path, target: float, whole: list[adaptive.FrontierPoint])
             continue
         run, c = folder / e["point"], int(e["load"])
         recs = sorted((r for r in read_records(run / "requests.jsonl") if not r.warmup), key=lambda r: r.sent)
-        n = max(MIN_REQUESTS, 2 * c) + c
-        if len(recs) <= n:
+        m = max(MIN_REQUESTS, 2 * c)
+        if len(recs) <= m + c:
             continue
-        early = steady.judge(recs[:n], target, 1, end=recs[n].sent)["intervals"]["output_throughput"]
+        # The grid's load stayed whole until its last send, as a running point's does until it judges.
+        judged = steady.judge(recs[: m + c], target, 1, end=recs[m].sent, whole_until=recs[-1].sent)
+        early = judged["intervals"]["output_throughput"]
         if early:
             out[f"c{c}"] = early["mean"] / by_load[e["load"]].throughput - 1
     return out
