@@ -27,7 +27,8 @@ oldest still in flight (all have ended, by that very choice); afterwards, those 
 last send. Chosen by send time, not by end time, while running: a closed loop's streams end
 together, so "ended before the oldest send in flight" held one wave less (the wave that had just
 ended, whose next requests are the ones in flight), and each point sent a wave more than it needed.
-A cohort chosen by send time is no more favourable to short requests than one chosen by end time is.
+A cohort chosen by send time favours no length (every request sent before the end has ended),
+where one chosen by end time leaves out the long requests sent just before the end.
 """
 
 from __future__ import annotations
