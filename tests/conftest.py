@@ -59,10 +59,15 @@ def bench_process(server, out: Path, *extra: str) -> subprocess.CompletedProcess
     return subprocess.run(bench_command(server, out, *extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def just(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run a recipe from the project's justfile, capturing its output."""
+def just(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a recipe from the project's justfile, capturing its output; `env`: variables to add."""
     return subprocess.run(
-        [JUST, "--justfile", str(ROOT / "justfile"), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [JUST, "--justfile", str(ROOT / "justfile"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env} if env else None,
     )
 
 
