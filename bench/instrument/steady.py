@@ -129,21 +129,18 @@ def counted(r: Record, end: float, whole_until: float) -> bool:
     return r.sent < end and metrics.end(r) <= whole_until
 
 
-def cycle_batches(
-    records: list[Record], start: float, end: float, k: int = BATCHES, whole_until: float | None = None
-) -> list[float]:
+def cycle_batches(records: list[Record], start: float, end: float, whole_until: float, k: int = BATCHES) -> list[float]:
     """Closed loop: output tokens per second in k equal-count batches of the requests counted in the
-    window (`counted`; `whole_until` defaults to `end`), in end order, each as the mean requests in
-    flight over [start, end] x its tokens over its requests' summed times (send to end). A failed
-    request holds its slot and brings no tokens. Requests sent after `end` add nothing in flight."""
+    window (`counted`), in end order, each as the mean requests in flight over [start, end] x its
+    tokens over its requests' summed times (send to end). A failed request holds its slot and brings
+    no tokens. Requests sent after `end` add nothing in flight."""
     if end <= start:
         return []
-    until = end if whole_until is None else whole_until
     in_flight = sum(max(0.0, min(metrics.end(r), end) - max(r.sent, start)) for r in records) / (end - start)
     ended = sorted(
         (metrics.end(r), metrics.output_tokens(r) if r.ok else 0, metrics.end(r) - r.sent)
         for r in records
-        if counted(r, end, until)
+        if counted(r, end, whole_until)
     )
     if len(ended) < k:
         return []
@@ -151,12 +148,17 @@ def cycle_batches(
     return [in_flight * part[:, 1].sum() / part[:, 2].sum() for part in parts if part[:, 2].sum() > 0]
 
 
-def tpot_batches(records: list[Record], end: float, k: int = BATCHES, whole_until: float | None = None) -> list[float]:
-    """Mean TPOT (s) of k equal-count batches of the requests counted in the window, in end order."""
-    until = end if whole_until is None else whole_until
-    ended = sorted(
-        (metrics.end(r), t) for r in records if (t := metrics.tpot(r)) is not None and counted(r, end, until)
+def tpots_in_window(records: list[Record], end: float, whole_until: float) -> list[tuple[float, float]]:
+    """(end, TPOT) of the requests counted in the window that have a TPOT, in end order: the
+    series the TPOT interval is over, and the frontier's interactivity with it."""
+    return sorted(
+        (metrics.end(r), t) for r in records if (t := metrics.tpot(r)) is not None and counted(r, end, whole_until)
     )
+
+
+def tpot_batches(records: list[Record], end: float, whole_until: float, k: int = BATCHES) -> list[float]:
+    """Mean TPOT (s) of k equal-count batches of the requests counted in the window, in end order."""
+    ended = tpots_in_window(records, end, whole_until)
     if len(ended) < k:
         return []
     return [float(part.mean()) for part in np.array_split(np.asarray([t for _, t in ended]), k)]
@@ -180,10 +182,10 @@ def judge(
         end = max((r.sent for r in measured), default=0.0)
     until = end if whole_until is None else whole_until
     start = min((r.first for r in recs), default=end)
-    tput = cycle_batches(measured, start, end, whole_until=until) if closed else throughput_batches(recs, start, end)
+    tput = cycle_batches(measured, start, end, until) if closed else throughput_batches(recs, start, end)
     series = {
         "output_throughput": interval(tput),
-        "mean_tpot": interval(tpot_batches(recs, end, whole_until=until)),
+        "mean_tpot": interval(tpot_batches(recs, end, until)),
     }
     done = sum(counted(r, end, until) for r in recs)
     steady, why = verdict(series, target)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.instrument import metrics, steady
+from bench.instrument import steady
 from bench.instrument.records import read_records
 from bench.results import adaptive, slo
 from bench.results.report import value
@@ -198,11 +198,8 @@ def steady_point(run: Path, target: float, load: float, closed: bool = True) -> 
         return adaptive.FrontierPoint(load, got[0], got[1]) if all(got) else None
     end = judged["window_s"][1]
     until = judged.get("whole_until_s", end)  # summaries before it: the window's end
-    ended = sorted(
-        (metrics.end(r), t)
-        for r in recs
-        if not r.warmup and r.ok and (t := metrics.tpot(r)) and steady.counted(r, end, until)
-    )
+    measured = [r for r in recs if not r.warmup and r.ok]
+    ended = [(e, t) for e, t in steady.tpots_in_window(measured, end, until) if t]
     ended = ended[len(ended) * tpot["cut"] // (tpot["cut"] + tpot["batches"]) :]
     inter = float(np.median([1.0 / t for _, t in ended]))
     return adaptive.FrontierPoint(load, thr["mean"], inter, thr["rel"])
